@@ -1,0 +1,270 @@
+"""The public Python API: `train`, `load`, and the `GAN` handle they return.
+
+The CLI is a thin layer over these functions, so every operation is available from Python:
+
+    >>> import ganforge
+    >>> gan = ganforge.train(data="ring8", out="runs/ring", steps=2000)
+    >>> points = ganforge.load("runs/ring").sample(2500)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import Config, DataConfig, from_dict, load_file, merge, overrides_to_dict
+from .data import Dataset, load_dataset
+from .engine import Callback, Trainer
+from .engine.checkpoint import load_checkpoint
+from .engine.run import Progress, RunFolder, RunWriter
+from .errors import CheckpointError, ConfigError, GanforgeError
+from .families import FAMILIES, DataSpec
+from .losses import LOSSES
+
+# Keys that may change when a run is resumed: how long, how often to log, and where to run.
+RESUMABLE_CHANGES = {
+    "train.steps",
+    "train.log_every",
+    "train.sample_every",
+    "train.ckpt_every",
+    "train.device",
+}
+
+
+def default_model(spec: DataSpec) -> str:
+    return "mlp" if spec.kind == "points" else "dcgan"
+
+
+def build_config(user: dict[str, Any], spec: DataSpec) -> Config:
+    """Defaults < the family's recipe for this data and loss < the user's settings."""
+    user = dict(user)
+    model = user.get("model") or default_model(spec)
+    if not isinstance(model, str):
+        raise ConfigError(f"model must be a name, got {model!r}")
+    family = FAMILIES.get(model)
+    if isinstance(user.get("loss"), str):  # `loss: hinge` as shorthand for `loss: {name: hinge}`
+        user["loss"] = {"name": user["loss"]}
+    loss = (user.get("loss") or {}).get("name", Config().loss.name)
+    LOSSES.get(loss)
+    settings = merge(family.recipe(spec, loss), user)
+    settings["model"] = model
+    net = settings.pop("net", {}) or {}
+    cfg = from_dict(Config, settings)
+    cfg.net = from_dict(family.Config, net, prefix="net.")
+    return cfg
+
+
+def user_settings(
+    config: str | Path | None = None, overrides: Sequence[str] = (), **flags: Any
+) -> dict[str, Any]:
+    """Merge a config file, named flags (data, model, loss, steps, ...) and `key=value` overrides."""
+    settings = load_file(config) if config else {}
+    named = {
+        "model": flags.pop("model", None),
+        "data": {"name": flags.pop("data", None)},
+        "loss": {"name": flags.pop("loss", None)},
+        "train": {k: flags.pop(k, None) for k in ("steps", "batch_size", "seed", "device")},
+    }
+    if flags:
+        raise ConfigError(f"unknown option(s): {', '.join(sorted(flags))}")
+    named = prune_none(named)
+    return merge(merge(settings, named), overrides_to_dict(list(overrides)))
+
+
+def prune_none(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            value = prune_none(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def data_config(settings: dict[str, Any]) -> DataConfig:
+    return from_dict(DataConfig, settings.get("data") or {}, prefix="data.")
+
+
+def spec_of(ds: Dataset) -> DataSpec:
+    return DataSpec(kind=ds.kind, shape=ds.shape, n_classes=ds.n_classes)
+
+
+def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += diff_keys(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+class GAN:
+    """A trained (or training) model: sample from it, or reach its trainer."""
+
+    def __init__(self, trainer: Trainer, run_dir: Path | None = None) -> None:
+        self.trainer = trainer
+        self.run_dir = run_dir
+
+    @property
+    def cfg(self) -> Config:
+        return self.trainer.cfg
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.trainer.spec
+
+    @property
+    def step(self) -> int:
+        return self.trainer.step
+
+    def sample(
+        self, n: int, seed: int = 0, labels: Sequence[int] | Tensor | None = None, batch_size: int = 1024
+    ) -> Tensor:
+        """`n` samples on the CPU, in data space: images (n, C, H, W) in [0, 1]; points (n, D).
+
+        `labels` (length n) picks classes for conditional models; otherwise classes cycle.
+        """
+        if n < 1:
+            raise ConfigError(f"n must be at least 1, got {n}")
+        fam = self.trainer.family
+        y = None
+        if fam.conditional:
+            y = torch.as_tensor(
+                labels if labels is not None else torch.arange(n) % self.spec.n_classes
+            ).long()
+            if y.shape != (n,) or (y < 0).any() or (y >= self.spec.n_classes).any():
+                raise ConfigError(f"labels must be {n} class indices in [0, {self.spec.n_classes})")
+        elif labels is not None:
+            raise ConfigError(f"model {self.cfg.model!r} is unconditional: it takes no labels")
+        gen = torch.Generator().manual_seed(seed)
+        z = fam.sample_z(n, torch.device("cpu"), gen)
+        out = []
+        for i in range(0, n, batch_size):
+            yb = None if y is None else y[i : i + batch_size]
+            out.append(self.trainer.generate(z[i : i + batch_size], yb).float().cpu())
+        x = torch.cat(out)
+        return (x + 1) / 2 if self.spec.kind == "image" else x
+
+
+def train(
+    data: str | None = None,
+    model: str | None = None,
+    loss: str | None = None,
+    *,
+    out: str | Path,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    resume: bool | str = False,
+    allow_config_change: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> GAN:
+    """Train a GAN and write its run folder at `out`; returns the trained model.
+
+    `resume=True` continues the run in `out` (error when it has no checkpoint); `resume="auto"`
+    continues it when a checkpoint exists and starts fresh otherwise. Everything is checked
+    before anything is written, so a bad argument leaves `out` untouched.
+    """
+    folder = RunFolder(out)
+    resuming = False
+    if resume not in (False, True, "auto"):
+        raise ConfigError(f"resume must be True, False or 'auto', got {resume!r}")
+    if resume and folder.has_checkpoint():
+        resuming = True
+    elif resume is True:
+        raise CheckpointError(f"cannot resume: {folder.root} holds no checkpoint.safetensors")
+    elif not folder.is_empty():
+        if folder.root.is_file():
+            raise ConfigError(f"--out {folder.root} is a file, not a folder")
+        raise ConfigError(
+            f"run folder {folder.root} already exists and is not empty; "
+            "use --resume to continue it, or choose another --out"
+        )
+
+    settings = user_settings(
+        config,
+        overrides,
+        data=data,
+        model=model,
+        loss=loss,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+    )
+    if resuming:
+        tensors, meta = load_checkpoint(folder.checkpoint)
+        saved = meta["config"]
+        settings = merge(saved, settings)
+        changed = [k for k in diff_keys(saved, settings) if k not in RESUMABLE_CHANGES]
+        if changed and not allow_config_change:
+            raise ConfigError(
+                f"resuming {folder.root} with a changed config ({', '.join(changed)}); "
+                "pass --allow-config-change to accept"
+            )
+    ds = load_dataset(data_config(settings))
+    spec = spec_of(ds)
+    cfg = build_config(settings, spec)
+    writer = RunWriter(folder, real_points=ds.x[:2000].clone() if ds.kind == "points" else None)
+    cbs: list[Callback] = [writer, *callbacks]
+    if progress:
+        cbs.append(Progress())
+    trainer = Trainer(cfg, spec, ds, callbacks=cbs)
+    if resuming:
+        if DataSpec.from_dict(meta["spec"]) != spec:
+            raise CheckpointError(
+                f"the data no longer matches the run in {folder.root}: "
+                f"{meta['spec']} then, {spec.to_dict()} now"
+            )
+        trainer.load_state(tensors, meta)
+    folder.write_config(trainer, ds.notes)
+    trainer.fit()
+    return GAN(trainer, folder.root)
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> GAN:
+    """Load a run folder's model for sampling (EMA weights when the run kept them)."""
+    folder = RunFolder(run_dir)
+    if not folder.root.is_dir():
+        raise CheckpointError(f"run folder not found: {folder.root}")
+    tensors, meta = load_checkpoint(folder.checkpoint)
+    try:
+        spec = DataSpec.from_dict(meta["spec"])
+        settings = dict(meta["config"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"{folder.checkpoint}: checkpoint metadata lacks the config or data spec"
+        ) from None
+    settings = merge(settings, {"train": {"device": device}})
+    cfg = build_config(settings, spec)
+    trainer = Trainer(cfg, spec, data=None)
+    trainer.load_state(tensors, meta, weights_only=True)
+    return GAN(trainer, folder.root)
+
+
+def list_components() -> dict[str, list[tuple[str, str]]]:
+    """Registered models, losses and datasets with one-line descriptions."""
+    from .data import DATASETS
+    from .losses import LOSSES
+
+    return {
+        "models": [(name, fam.description) for name, fam in FAMILIES.items()],
+        "losses": [(name, loss.description) for name, loss in LOSSES.items()],
+        "datasets": [(name, (fn.__doc__ or "").strip().splitlines()[0]) for name, fn in DATASETS.items()],
+    }
+
+
+__all__ = ["GAN", "GanforgeError", "list_components", "load", "train"]

@@ -1,0 +1,265 @@
+"""Typed configuration: dataclasses filled from defaults, a YAML/JSON file and `key=value` overrides.
+
+One run is described by :class:`Config`. Its sections are dataclasses whose fields carry a
+trailing comment saying what they mean; the `net` section is the chosen family's own config
+dataclass. Values are coerced to the annotated type (so `--set train.g_lr=1e-4` works), unknown
+keys are rejected with a "did you mean", and YAML is read with `safe_load` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, suggest
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # built-in dataset name, or a path to the user's folder/file
+    resolution: int = 0  # resize square images to this side in px (0 = keep native size)
+    n_points: int = 50_000  # points drawn once for procedural 2-D datasets
+    seed: int = 0  # seed of procedurally generated data, fixed across training seeds
+    limit: int = 0  # use only the first N examples (0 = all)
+
+    def validate(self) -> None:
+        _at_least(self, 0, "data.", "resolution", "limit")
+        _at_least(self, 1, "data.", "n_points")
+
+
+@dataclass
+class LossConfig:
+    name: str = "ns"  # adversarial loss; see `ganforge list`
+    clip: float = 0.01  # WGAN weight-clipping bound c (Arjovsky et al. 2017, Alg. 1)
+    gp_lambda: float = 10.0  # WGAN-GP penalty weight lambda (Gulrajani et al. 2017, Eq. 3)
+
+    def validate(self) -> None:
+        _at_least(self, 0.0, "loss.", "clip", "gp_lambda")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000  # generator steps in total (a resumed run continues up to this)
+    batch_size: int = 64  # real (and fake) examples per discriminator step
+    n_dis: int = 1  # discriminator steps per generator step
+    g_lr: float = 2e-4  # generator Adam learning rate
+    d_lr: float = 2e-4  # discriminator Adam learning rate (TTUR: may differ from g_lr)
+    beta1: float = 0.5  # Adam beta1; 0.5 as in DCGAN (Radford et al. 2016)
+    beta2: float = 0.999  # Adam beta2
+    ema_decay: float = 0.999  # decay of the generator's weight average used for sampling (0 = off)
+    seed: int = 0  # seeds weights, noise and data order
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    log_every: int = 50  # steps between lines in stats.jsonl / the progress display
+    sample_every: int = 500  # steps between sample grids in samples/ (0 = only at the end)
+    ckpt_every: int = 500  # steps between checkpoints (0 = only at the end)
+    n_grid: int = 64  # samples in each grid, drawn from one fixed noise batch
+
+    def validate(self) -> None:
+        _at_least(self, 1, "train.", "steps", "batch_size", "n_dis", "log_every", "n_grid")
+        _at_least(self, 0, "train.", "sample_every", "ckpt_every", "seed")
+        for key in ("g_lr", "d_lr"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
+        for key in ("beta1", "beta2", "ema_decay"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"train.{key} must lie in [0, 1), got {getattr(self, key)}")
+
+
+@dataclass
+class Config:
+    model: str = "dcgan"  # GAN family; see `ganforge list`
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    net: Any = None  # the family's own config dataclass (filled by `ganforge.families`)
+
+
+def _at_least(obj: Any, low: float, prefix: str, *keys: str) -> None:
+    for key in keys:
+        if getattr(obj, key) < low:
+            raise ConfigError(f"{prefix}{key} must be at least {low}, got {getattr(obj, key)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# dataclass <-> plain dict
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain dicts/lists/scalars (JSON and YAML safe)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert `value` (from YAML or a `key=value` string) to the annotated type `hint`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return coerce(value, args[0], key)
+    if hint is Any:
+        return value
+    if origin in (tuple, list):
+        args = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return (tuple if origin is tuple else list)(coerce(v, inner, key) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                try:
+                    as_float = float(value)
+                except ValueError:
+                    pass
+                else:
+                    if as_float.is_integer():
+                        return int(as_float)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {hint.__name__} fields, got {value!r}")
+        return from_dict(hint, value, prefix=f"{key}.")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """Build dataclass `cls` from `data`, starting from `base` (or the defaults).
+
+    Unknown keys raise :class:`ConfigError` naming the key and the closest valid one.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    obj = dataclasses.replace(base) if base is not None else cls()
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix}{key!r}{suggest(str(key), names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = from_dict(type(current), value, prefix=f"{prefix}{key}.", base=current)
+        else:
+            value = coerce(value, hints[key], f"{prefix}{key}")
+        setattr(obj, key, value)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], str]:
+    """'train.g_lr=1e-4' -> (['train', 'g_lr'], '1e-4')."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"override {text!r} has an empty key")
+    return parts, value.strip()
+
+
+def nest(path: list[str], value: Any) -> dict[str, Any]:
+    """(['a', 'b'], v) -> {'a': {'b': v}}."""
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `update` wins."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def overrides_to_dict(overrides: list[str]) -> dict[str, Any]:
+    """['train.steps=5', 'net.z_dim=8'] -> {'train': {'steps': '5'}, 'net': {'z_dim': '8'}}."""
+    out: dict[str, Any] = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        out = merge(out, nest(path, value))
+    return out
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file as a dict (YAML through safe_load: no Python tags)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError(
+            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {reason}"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def save_file(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

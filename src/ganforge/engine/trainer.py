@@ -1,0 +1,246 @@
+"""The one adversarial training loop, shared by every family.
+
+Each step runs `n_dis` discriminator phases, then one generator phase (Goodfellow et al.
+2014, Alg. 1). A phase: enable gradients on its side only -> the family computes the loss ->
+zero grads -> backward -> optimiser step. Then the generator's weight average (EMA) is updated
+and callbacks see the step. All state lives in :class:`Trainer` and is checkpointed whole
+(weights, optimisers, EMA, RNG states, data position), so a resumed run is bit-identical on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+from ..config import Config, to_dict
+from ..data import BatchSampler, Dataset
+from ..errors import CheckpointError
+from ..families import FAMILIES, DataSpec, Family
+from .callbacks import Callback
+from .checkpoint import flatten_optimizer, prefixed, unflatten_optimizer, unprefixed
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as given (checked)."""
+    from ..errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' requested but MPS is not available on this machine")
+    return device
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def grad_norm(module: nn.Module) -> Tensor:
+    """Global L2 norm of the gradients (a device tensor: no host synchronisation)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (e.g. batch-norm
+    statistics) are copied, as in Karras et al. (2018, progressive GAN) and later work."""
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+class Trainer:
+    """Holds G, D, G_ema, both optimisers, the RNGs and the data position; runs the loop."""
+
+    def __init__(
+        self, cfg: Config, spec: DataSpec, data: Dataset | None = None, callbacks: Iterable[Callback] = ()
+    ) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        t = cfg.train
+        self.device = resolve_device(t.device)
+        self.family: Family = FAMILIES.get(cfg.model)(cfg, spec)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(t.seed)
+            G, D = self.family.build()
+        self.G, self.D = G.to(self.device), D.to(self.device)
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if t.ema_decay > 0 else None
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2))
+        self.noise = torch.Generator(device=self.device).manual_seed(t.seed + 1)
+        self.data = data.to(self.device) if data is not None else None
+        self.sampler = BatchSampler(len(data), t.batch_size, seed=t.seed + 2) if data is not None else None
+        self.callbacks = list(callbacks)
+        self.step = 0
+        self.elapsed = 0.0  # seconds of training, carried across resumes
+        self.stop_requested = False  # set by a signal handler; honoured at the next step boundary
+        self._acc: dict[str, Tensor] = {}
+        self._acc_n = 0
+
+    # --- sampling -------------------------------------------------------------------------------
+
+    @property
+    def G_sample(self) -> nn.Module:
+        """The generator used for samples: the EMA copy when enabled."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.inference_mode()
+    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        G = self.G_sample
+        was_training = G.training
+        G.eval()
+        try:
+            return self.family.generate(G, z.to(self.device), None if y is None else y.to(self.device))
+        finally:
+            G.train(was_training)
+
+    # --- one step -----------------------------------------------------------------------------
+
+    def next_batch(self) -> dict[str, Tensor]:
+        assert self.data is not None and self.sampler is not None, "Trainer was built without data"
+        idx = self.sampler.next_indices().to(self.data.x.device)
+        batch = {"x": self.data.x[idx]}
+        if self.data.y is not None:
+            batch["y"] = self.data.y[idx]
+        return batch
+
+    def train_step(self) -> dict[str, Tensor]:
+        """One generator step preceded by `n_dis` discriminator steps; returns device-tensor stats."""
+        t = self.cfg.train
+        G, D, family = self.G, self.D, self.family
+        G.train()
+        D.train()
+        stats: dict[str, Tensor] = {}
+
+        # D phase(s): only D's parameters take gradients.
+        set_requires_grad(G, False)
+        set_requires_grad(D, True)
+        for _ in range(t.n_dis):
+            batch = self.next_batch()
+            d_loss, d_stats = family.d_loss(G, D, batch, self.noise)
+            self.opt_D.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_stats["Grad/D"] = grad_norm(D)
+            self.opt_D.step()
+            if family.loss.weight_clip:
+                with torch.no_grad():
+                    torch._foreach_clamp_min_(list(D.parameters()), -self.cfg.loss.clip)
+                    torch._foreach_clamp_max_(list(D.parameters()), self.cfg.loss.clip)
+            for key, value in d_stats.items():
+                stats[key] = stats.get(key, 0.0) + value / t.n_dis
+
+        # G phase: gradients flow through D to G, but only G is updated.
+        set_requires_grad(D, False)
+        set_requires_grad(G, True)
+        g_loss, g_stats = family.g_loss(G, D, batch, self.noise)
+        self.opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_stats["Grad/G"] = grad_norm(G)
+        self.opt_G.step()
+        set_requires_grad(D, True)
+        stats.update(g_stats)
+
+        if self.G_ema is not None:
+            # Warm-up: early on, average over the few steps taken so far (TF's num_updates rule).
+            decay = min(t.ema_decay, (1 + self.step) / (10 + self.step))
+            ema_update(self.G_ema, G, decay)
+        self.step += 1
+        return stats
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        """Train until `train.steps`, calling the callbacks; stops early (cleanly) on request."""
+        t = self.cfg.train
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        start, start_elapsed = time.perf_counter(), self.elapsed
+        while self.step < t.steps and not self.stop_requested:
+            stats = self.train_step()
+            for key, value in stats.items():
+                self._acc[key] = self._acc.get(key, 0.0) + value.detach().float()
+            self._acc_n += 1
+            self.elapsed = start_elapsed + time.perf_counter() - start
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                record = self.flush_stats()
+                for cb in self.callbacks:
+                    cb.on_log(self, record)
+            for cb in self.callbacks:
+                cb.on_step_end(self)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+
+    def flush_stats(self) -> dict[str, Any]:
+        """Means of the stats since the last flush, read from the device in one synchronisation."""
+        keys = sorted(self._acc)
+        values = torch.stack([self._acc[k] for k in keys]).div(self._acc_n).tolist() if keys else []
+        self._acc, self._acc_n = {}, 0
+        return {"step": self.step, **dict(zip(keys, values)), "time": round(self.elapsed, 3)}
+
+    # --- state -------------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Every tensor of the training state, and the JSON rest."""
+        tensors = {**prefixed("G", self.G.state_dict()), **prefixed("D", self.D.state_dict())}
+        if self.G_ema is not None:
+            tensors.update(prefixed("G_ema", self.G_ema.state_dict()))
+        opt_g, opt_g_meta = flatten_optimizer("opt_G", self.opt_G.state_dict())
+        opt_d, opt_d_meta = flatten_optimizer("opt_D", self.opt_D.state_dict())
+        tensors.update(opt_g)
+        tensors.update(opt_d)
+        tensors["rng/noise"] = self.noise.get_state()
+        if self.sampler is not None:
+            tensors.update(prefixed("data", self.sampler.state_tensors()))
+        meta = {
+            "format": "ganforge-checkpoint/1",
+            "version": __version__,
+            "model": self.cfg.model,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "config": to_dict(self.cfg),
+            "spec": self.spec.to_dict(),
+            "opt_G": opt_g_meta,
+            "opt_D": opt_d_meta,
+        }
+        return tensors, meta
+
+    def load_state(
+        self, tensors: dict[str, Tensor], meta: dict[str, Any], weights_only: bool = False
+    ) -> None:
+        """Restore from `state()` output; `weights_only` restores just the networks (for sampling)."""
+        if meta.get("model") != self.cfg.model:
+            raise CheckpointError(f"checkpoint is of model {meta.get('model')!r}, not {self.cfg.model!r}")
+        try:
+            self.G.load_state_dict(unprefixed("G", tensors))
+            self.D.load_state_dict(unprefixed("D", tensors))
+            if self.G_ema is not None:
+                self.G_ema.load_state_dict(unprefixed("G_ema", tensors) or unprefixed("G", tensors))
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"checkpoint weights do not fit the configured networks: {first}") from None
+        self.step = int(meta["step"])
+        self.elapsed = float(meta.get("elapsed", 0.0))
+        if weights_only:
+            return
+        self.opt_G.load_state_dict(unflatten_optimizer("opt_G", tensors, meta["opt_G"]))
+        self.opt_D.load_state_dict(unflatten_optimizer("opt_D", tensors, meta["opt_D"]))
+        self.noise.set_state(tensors["rng/noise"])
+        if self.sampler is not None:
+            self.sampler.load_state_tensors(unprefixed("data", tensors))

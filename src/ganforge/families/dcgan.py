@@ -1,0 +1,156 @@
+"""DCGAN (Radford, Metz & Chintala 2016, Sec. 3 and Fig. 1) for square images of 8 to 128 px.
+
+G projects z with a linear layer to a (C0, s0, s0) map, then doubles the resolution with
+stride-2 transposed convolutions (batch norm + ReLU) up to the image size, ending in tanh.
+D mirrors it with stride-2 convolutions and LeakyReLU(0.2), batch norm on every layer but the
+first, and a linear layer on the flattened last map giving one logit. No pooling, no dropout.
+Sizes s0 * 2^k with 3 <= s0 <= 7 are supported (32 = 4*2^3, 28 = 7*2^2, 48 = 6*2^3, ...).
+Weights are drawn from N(0, 0.02) as in the paper; batch-norm scales from N(1, 0.02).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .base import FAMILIES, DataSpec, Family
+
+
+@dataclass
+class DCGANConfig:
+    z_dim: int = 100  # noise dimension (100 in the paper)
+    g_channels: int = 64  # G's channels at the output resolution; doubled at each halving
+    d_channels: int = 64  # D's channels at the input resolution; doubled at each halving
+    max_channels: int = 512  # cap on channels at low resolution
+    d_norm: str = (
+        "batch"  # D's normalisation: batch | layer | none (batch norm breaks WGAN-GP's per-sample penalty)
+    )
+
+    def validate(self) -> None:
+        for key in ("z_dim", "g_channels", "d_channels", "max_channels"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"net.{key} must be at least 1, got {getattr(self, key)}")
+        if self.d_norm not in ("batch", "layer", "none"):
+            raise ConfigError(f"net.d_norm must be batch, layer or none, got {self.d_norm!r}")
+
+
+def base_size(resolution: int) -> tuple[int, int]:
+    """resolution = s0 * 2^k with 3 <= s0 <= 7, k >= 1 -> (s0, k)."""
+    if not 8 <= resolution <= 128:
+        raise ConfigError(f"dcgan supports square images of 8 to 128 px, got {resolution} px")
+    s0, k = resolution, 0
+    while s0 > 7 and s0 % 2 == 0:
+        s0, k = s0 // 2, k + 1
+    if s0 > 7 or k == 0:
+        raise ConfigError(
+            f"dcgan needs a resolution of the form s*2^k with 3 <= s <= 7 (e.g. 16, 28, 32, 48, 64), got {resolution} px; "
+            "set data.resolution"
+        )
+    return s0, k
+
+
+def widths(base: int, k: int, cap: int) -> list[int]:
+    """Channels from the highest resolution (index 0) down to the base map (index k)."""
+    return [min(base * 2**i, cap) for i in range(k + 1)]
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, cfg: DCGANConfig, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        c_img, h, w = shape
+        s0, k = base_size(h)
+        ch = widths(cfg.g_channels, k, cfg.max_channels)[::-1]  # low -> high resolution
+        self.base = (ch[0], s0, s0)
+        self.project = nn.Sequential(
+            nn.Linear(cfg.z_dim, ch[0] * s0 * s0, bias=False),
+            nn.Unflatten(1, self.base),
+            nn.BatchNorm2d(ch[0]),
+            nn.ReLU(True),
+        )
+        ups: list[nn.Module] = []
+        for i in range(k - 1):
+            ups += [
+                nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch[i + 1]),
+                nn.ReLU(True),
+            ]
+        ups += [nn.ConvTranspose2d(ch[k - 1], c_img, 4, 2, 1), nn.Tanh()]
+        self.up = nn.Sequential(*ups)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.up(self.project(z))  # (B, C, H, W) in [-1, 1]
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, cfg: DCGANConfig, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        c_img, h, w = shape
+        s0, k = base_size(h)
+        ch = widths(cfg.d_channels, k, cfg.max_channels)  # high -> low resolution
+        layers: list[nn.Module] = [nn.Conv2d(c_img, ch[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        size = h // 2
+        for i in range(k - 1):
+            layers.append(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=cfg.d_norm == "none"))
+            size //= 2
+            if cfg.d_norm == "batch":
+                layers.append(nn.BatchNorm2d(ch[i + 1]))
+            elif cfg.d_norm == "layer":
+                layers.append(nn.GroupNorm(1, ch[i + 1]))  # layer norm over (C, H, W)
+            layers.append(nn.LeakyReLU(0.2, True))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(ch[k - 1] * size * size, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)  # (B,) logits
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) weights, N(1, 0.02) batch-norm scales, zero biases (Radford et al. 2016, Sec. 4)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+@FAMILIES.register("dcgan")
+class DCGAN(Family):
+    name = "dcgan"
+    Config = DCGANConfig
+    data_kinds = ("image",)
+    tiny = {"z_dim": 8, "g_channels": 4, "d_channels": 4}
+    description = "deep convolutional GAN (Radford 2016) for square images of 8-128 px"
+
+    @classmethod
+    def recipe(cls, spec: DataSpec, loss: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if loss == "wgan-gp":
+            out["net"] = {"d_norm": "layer"}
+            out["train"] = {
+                "n_dis": 5,
+                "beta1": 0.0,
+                "beta2": 0.9,
+                "g_lr": 1e-4,
+                "d_lr": 1e-4,
+            }  # Gulrajani 2017, Alg. 1
+        elif loss == "wgan":
+            out["train"] = {
+                "n_dis": 5,
+                "g_lr": 5e-5,
+                "d_lr": 5e-5,
+            }  # Arjovsky 2017, Alg. 1 (RMSProp there; Adam here)
+        return out
+
+    def build(self) -> tuple[nn.Module, nn.Module]:
+        if self.spec.shape[1] != self.spec.shape[2]:
+            raise ConfigError(f"dcgan needs square images, got {self.spec.shape[1]}x{self.spec.shape[2]}")
+        G, D = DCGANGenerator(self.net, self.spec.shape), DCGANDiscriminator(self.net, self.spec.shape)
+        dcgan_init(G)
+        dcgan_init(D)
+        return G, D

@@ -1,0 +1,96 @@
+"""The multilayer-perceptron GAN of Goodfellow et al. (2014), sized by config.
+
+G: z -> [Linear -> ReLU] x g_layers -> Linear -> tanh (images) or identity (points), reshaped
+to the data shape. D: flatten -> [Linear -> LeakyReLU(0.2)] x d_layers -> Linear -> one logit.
+With one hidden layer each this is the seed-level GAN of the introductory literature; deeper
+and wider versions are the usual toy-benchmark networks (e.g. PacGAN, Lin et al. 2018, App. C).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .base import FAMILIES, DataSpec, Family
+
+
+@dataclass
+class MLPConfig:
+    z_dim: int = 2  # noise dimension
+    g_hidden: int = 256  # width of G's hidden layers
+    d_hidden: int = 256  # width of D's hidden layers
+    g_layers: int = 3  # hidden layers in G (1 = the seed-level GAN)
+    d_layers: int = 3  # hidden layers in D
+    out: str = "auto"  # G's output activation: tanh | linear | auto (tanh for images, linear for points)
+
+    def validate(self) -> None:
+        for key in ("z_dim", "g_hidden", "d_hidden", "g_layers", "d_layers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"net.{key} must be at least 1, got {getattr(self, key)}")
+        if self.out not in ("auto", "tanh", "linear"):
+            raise ConfigError(f"net.out must be auto, tanh or linear, got {self.out!r}")
+
+
+def mlp(sizes: list[int], act: nn.Module) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(act)
+    return layers
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, cfg: MLPConfig, shape: tuple[int, ...], tanh: bool) -> None:
+        super().__init__()
+        self.shape = shape
+        sizes = [cfg.z_dim] + [cfg.g_hidden] * cfg.g_layers + [math.prod(shape)]
+        self.net = nn.Sequential(*mlp(sizes, nn.ReLU()), *([nn.Tanh()] if tanh else []))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(z.shape[0], *self.shape)  # (B, *shape)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, cfg: MLPConfig, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        sizes = [math.prod(shape)] + [cfg.d_hidden] * cfg.d_layers + [1]
+        self.net = nn.Sequential(nn.Flatten(), *mlp(sizes, nn.LeakyReLU(0.2)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).squeeze(1)  # (B,) logits
+
+
+@FAMILIES.register("mlp")
+class MLP(Family):
+    name = "mlp"
+    Config = MLPConfig
+    data_kinds = ("points", "image")
+    tiny = {"g_hidden": 16, "d_hidden": 16, "g_layers": 1, "d_layers": 1}
+    description = "multilayer perceptron G and D (Goodfellow 2014); 2-D toys or small images"
+
+    @classmethod
+    def recipe(cls, spec: DataSpec, loss: str) -> dict[str, Any]:
+        if spec.kind == "points":
+            return {
+                "train": {
+                    "steps": 3000,
+                    "batch_size": 256,
+                    "g_lr": 1e-3,
+                    "d_lr": 1e-3,
+                    "beta1": 0.5,
+                    "log_every": 100,
+                    "sample_every": 1000,
+                    "ckpt_every": 1000,
+                    "n_grid": 2500,
+                }
+            }
+        return {"net": {"z_dim": 64, "g_hidden": 512, "d_hidden": 512, "g_layers": 2, "d_layers": 2}}
+
+    def build(self) -> tuple[nn.Module, nn.Module]:
+        tanh = self.net.out == "tanh" or (self.net.out == "auto" and self.spec.kind == "image")
+        return MLPGenerator(self.net, self.spec.shape, tanh), MLPDiscriminator(self.net, self.spec.shape)
