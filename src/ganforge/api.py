@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import Config, DataConfig, from_dict, load_file, merge, overrides_to_dict
+from .config import Config, DataConfig, from_dict, load_file, merge, overrides_to_dict, to_dict
 from .data import Dataset, load_dataset
 from .engine import Callback, Trainer
 from .engine.checkpoint import load_checkpoint
@@ -207,17 +207,17 @@ def train(
     )
     if resuming:
         tensors, meta = load_checkpoint(folder.checkpoint)
-        saved = meta["config"]
-        settings = merge(saved, settings)
-        changed = [k for k in diff_keys(saved, settings) if k not in RESUMABLE_CHANGES]
+        settings = merge(meta["config"], settings)
+    ds = load_dataset(data_config(settings))
+    spec = spec_of(ds)
+    cfg = build_config(settings, spec)
+    if resuming:
+        changed = [k for k in diff_keys(meta["config"], to_dict(cfg)) if k not in RESUMABLE_CHANGES]
         if changed and not allow_config_change:
             raise ConfigError(
                 f"resuming {folder.root} with a changed config ({', '.join(changed)}); "
                 "pass --allow-config-change to accept"
             )
-    ds = load_dataset(data_config(settings))
-    spec = spec_of(ds)
-    cfg = build_config(settings, spec)
     writer = RunWriter(folder, real_points=ds.x[:2000].clone() if ds.kind == "points" else None)
     cbs: list[Callback] = [writer, *callbacks]
     if progress:

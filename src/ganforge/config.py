@@ -187,7 +187,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = Non
     obj = dataclasses.replace(base) if base is not None else cls()
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"unknown config key {prefix}{key!r}{suggest(str(key), names)}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'{suggest(str(key), names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             value = from_dict(type(current), value, prefix=f"{prefix}{key}.", base=current)

@@ -1,0 +1,185 @@
+"""The `ganforge` command end to end, and every bad-input path: one line, exit 2, nothing written."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ganforge.cli import main
+
+from .conftest import tiny_overrides
+
+
+def sets(model):
+    return [arg for o in tiny_overrides(model) for arg in ("--set", o)]
+
+
+def train_args(out, model="mlp", data="ring8", steps=3, *extra):
+    return [
+        "train",
+        "--data",
+        data,
+        "--model",
+        model,
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--quiet",
+        *sets(model),
+        "--set",
+        "data.n_points=256",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def ring_run(tmp_path):
+    out = tmp_path / "ring"
+    assert main(train_args(out)) == 0
+    return out
+
+
+def test_train_then_sample_every_format(ring_run, tmp_path):
+    for name in ("s.npy", "s.png", "s.npz"):
+        assert main(["sample", str(ring_run), "--n", "10", "--out", str(tmp_path / name)]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (10, 2)
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert np.load(tmp_path / "s.npz")["x"].shape == (10, 2)
+
+
+def test_image_samples_are_in_unit_range(tmp_path):
+    out = tmp_path / "dig"
+    assert (
+        main(train_args(out, "dcgan", "digits", 2, "--set", "data.resolution=16", "--set", "data.limit=32"))
+        == 0
+    )
+    assert main(["sample", str(out), "--n", "6", "--seed", "1", "--out", str(tmp_path / "x.npy")]) == 0
+    x = np.load(tmp_path / "x.npy")
+    assert x.shape == (6, 1, 16, 16) and x.min() >= 0 and x.max() <= 1
+
+
+def test_resume_from_the_cli(ring_run):
+    assert main(["train", "--resume", str(ring_run), "--steps", "5", "--quiet"]) == 0
+    steps = [json.loads(x)["step"] for x in (ring_run / "stats.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_resume_auto_starts_fresh_then_continues(tmp_path):
+    out = tmp_path / "auto"
+    assert main([*train_args(out), "--resume", "auto"]) == 0
+    assert main([*train_args(out, steps=4), "--resume", "auto"]) == 0
+    assert json.loads((out / "stats.jsonl").read_text().splitlines()[-1])["step"] == 4
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("dcgan", "mlp", "wgan-gp", "hinge", "lsgan", "minimax", "ring8", "grid25", "digits"):
+        assert name in text
+
+
+BAD_TRAIN = [
+    (["--model", "nope"], "unknown model 'nope'"),
+    (["--loss", "hing"], "unknown loss 'hing' (did you mean 'hinge'?)"),
+    (["--data", "rings8"], "unknown dataset 'rings8' (did you mean 'ring8'?)"),
+    (["--data", "no/such/folder"], "data path not found: no/such/folder"),
+    (["--set", "train.stesp=3"], "unknown config key 'train.stesp' (did you mean 'steps'?)"),
+    (["--set", "train.steps"], "not of the form key=value"),
+    (["--set", "train.batch_size=abc"], "train.batch_size: expected an integer"),
+    (["--steps", "0"], "train.steps must be at least 1"),
+    (["--device", "cuda:0"], "CUDA is not available"),
+    (["--model", "dcgan", "--data", "ring8"], "trains on image data"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_TRAIN)
+def test_bad_train_arguments(tmp_path, capsys, extra, message):
+    if "cuda" in " ".join(extra):
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    out = tmp_path / "run"
+    args = ["train", "--data", "ring8", "--steps", "2", "--out", str(out), "--quiet", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_unknown_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--stpes", "3"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--stpes" in err
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "is not valid YAML" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_folder_is_not_overwritten(ring_run, capsys):
+    before = (ring_run / "checkpoint.safetensors").read_bytes()
+    assert main(train_args(ring_run)) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (ring_run / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_resume_without_checkpoint(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty"), "--quiet"]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_out_is_required(capsys):
+    assert main(["train", "--data", "ring8"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "x.jpg"], "unsupported format .jpg"),
+        (["--n", "0", "--out", "x.npy"], "--n must be at least 1"),
+    ],
+)
+def test_bad_sample_arguments(ring_run, tmp_path, capsys, args, message):
+    args = [a if not a.startswith("x.") else str(tmp_path / a) for a in args]
+    assert main(["sample", str(ring_run), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_sample_from_missing_or_corrupt_run(tmp_path, capsys, ring_run):
+    assert main(["sample", str(tmp_path / "nope"), "--out", str(tmp_path / "s.npy")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    (ring_run / "checkpoint.safetensors").write_bytes(b"\x00" * 10)
+    assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable ganforge checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.npy").exists()
+
+
+def test_pickle_checkpoint_is_refused_without_unpickling(tmp_path, capsys, ring_run):
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (ring_run / "checkpoint.safetensors").write_bytes(pickle.dumps(Evil()))
+    assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.npy")]) == 2
+    assert not marker.exists()
