@@ -88,6 +88,14 @@ class BatchSampler:
         self.pos += self.batch_size
         return idx
 
+    def next_batch(self, data: Dataset) -> dict[str, Tensor]:
+        """{"x": (B, ...), "y": (B,) when labelled} on the data's device."""
+        idx = self.next_indices().to(data.x.device)
+        batch = {"x": data.x[idx]}
+        if data.y is not None:
+            batch["y"] = data.y[idx]
+        return batch
+
     def state_tensors(self) -> dict[str, Tensor]:
         return {"rng": self.generator.get_state(), "perm": self.perm.clone(), "pos": torch.tensor(self.pos)}
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..config import Config, to_dict
-from ..data import BatchSampler, Dataset
+from ..data import Dataset
 from ..errors import CheckpointError
 from ..families import FAMILIES, DataSpec, Family
 from .callbacks import Callback
@@ -86,7 +86,7 @@ class Trainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2))
         self.noise = torch.Generator(device=self.device).manual_seed(t.seed + 1)
         self.data = data.to(self.device) if data is not None else None
-        self.sampler = BatchSampler(len(data), t.batch_size, seed=t.seed + 2) if data is not None else None
+        self.sampler = self.family.make_sampler(data, t.batch_size, seed=t.seed + 2) if data is not None else None
         self.callbacks = list(callbacks)
         self.step = 0
         self.elapsed = 0.0  # seconds of training, carried across resumes
@@ -115,11 +115,7 @@ class Trainer:
 
     def next_batch(self) -> dict[str, Tensor]:
         assert self.data is not None and self.sampler is not None, "Trainer was built without data"
-        idx = self.sampler.next_indices().to(self.data.x.device)
-        batch = {"x": self.data.x[idx]}
-        if self.data.y is not None:
-            batch["y"] = self.data.y[idx]
-        return batch
+        return self.sampler.next_batch(self.data)
 
     def train_step(self) -> dict[str, Tensor]:
         """One generator step preceded by `n_dis` discriminator steps; returns device-tensor stats."""

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
+from ..data import BatchSampler, Dataset
 from ..errors import ConfigError
 from ..losses import LOSSES, AdversarialLoss, gradient_penalty
 from ..registry import Registry
@@ -73,6 +74,11 @@ class Family:
     def build(self) -> tuple[nn.Module, nn.Module]:
         """(G, D), freshly initialised (the engine seeds the RNG around this call)."""
         raise NotImplementedError
+
+    def make_sampler(self, data: Dataset, batch_size: int, seed: int) -> BatchSampler:
+        """The engine's source of real batches; override for e.g. CTGAN's training-by-sampling.
+        Whatever it returns needs `next_batch(data)`, `state_tensors()` and `load_state_tensors()`."""
+        return BatchSampler(len(data), batch_size, seed)
 
     # --- sampling -------------------------------------------------------------------------
 
