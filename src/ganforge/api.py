@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .config import Config, DataConfig, from_dict, load_file, merge, overrides_to_dict, to_dict
 from .data import Dataset, load_dataset
+from .diagnostics import Monitor
 from .engine import Callback, Trainer
 from .engine.checkpoint import load_checkpoint
 from .engine.run import Progress, RunFolder, RunWriter
@@ -33,6 +34,7 @@ RESUMABLE_CHANGES = {
     "train.ckpt_every",
     "train.device",
 }
+RESUMABLE_SECTIONS = {"monitor"}  # watching training does not change it
 
 
 def default_model(spec: DataSpec) -> str:
@@ -212,14 +214,20 @@ def train(
     spec = spec_of(ds)
     cfg = build_config(settings, spec)
     if resuming:
-        changed = [k for k in diff_keys(meta["config"], to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+        changed = [
+            k
+            for k in diff_keys(meta["config"], to_dict(cfg))
+            if k not in RESUMABLE_CHANGES and k.split(".")[0] not in RESUMABLE_SECTIONS
+        ]
         if changed and not allow_config_change:
             raise ConfigError(
                 f"resuming {folder.root} with a changed config ({', '.join(changed)}); "
                 "pass --allow-config-change to accept"
             )
     writer = RunWriter(folder, real_points=ds.x[:2000].clone() if ds.kind == "points" else None)
-    cbs: list[Callback] = [writer, *callbacks]
+    # The monitor adds Diag/* keys to each logged record, so it comes before the writer.
+    monitor = [Monitor(cfg.monitor, folder.root)] if cfg.monitor.enabled else []
+    cbs: list[Callback] = [*monitor, writer, *callbacks]
     if progress:
         cbs.append(Progress())
     trainer = Trainer(cfg, spec, ds, callbacks=cbs)

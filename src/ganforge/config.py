@@ -73,11 +73,39 @@ class TrainConfig:
 
 
 @dataclass
+class MonitorConfig:
+    enabled: bool = True  # watch training for mode collapse, oscillation, vanishing gradients, divergence
+    check_every: int = 0  # steps between fixed-noise diversity checks (0 = at every log_every)
+    n: int = 256  # fixed-noise samples generated per diversity check
+    warmup: int = 200  # steps before the collapse/gradient checks; early reference values come from them
+    window: int = 10  # logged records over which oscillation is judged
+    min_diversity: float = 0.3  # mode collapse: sample / real mean pairwise distance below this
+    mode_drop: float = 0.5  # mode collapse: mode count at or below this fraction of the best seen (>= 4)
+    vanish_ratio: float = 1e-3  # vanishing gradients: Grad/G below this x its early median ...
+    d_confident: float = 0.9  # ... while D/real - D/fake is above this (logit losses)
+    explode: float = 1e3  # divergence: |Loss| above this x max(1, its smallest early value)
+    osc_cv: float = 0.25  # oscillation: std of Loss/D and Loss/G over the window, relative to their size
+    osc_swing: float = 0.5  # oscillation: range of D/real - D/fake over the window (x its size for critics)
+
+    def validate(self) -> None:
+        _at_least(self, 0, "monitor.", "check_every", "warmup")
+        _at_least(self, 2, "monitor.", "n")
+        _at_least(self, 3, "monitor.", "window")
+        for key in ("min_diversity", "mode_drop", "vanish_ratio", "d_confident"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"monitor.{key} must lie in [0, 1], got {getattr(self, key)}")
+        for key in ("explode", "osc_cv", "osc_swing"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"monitor.{key} must be positive, got {getattr(self, key)}")
+
+
+@dataclass
 class Config:
     model: str = "dcgan"  # GAN family; see `ganforge list`
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     net: Any = None  # the family's own config dataclass (filled by `ganforge.families`)
 
 

@@ -1,0 +1,249 @@
+"""What each column of a table is: inferred from a DataFrame, overridable from a JSON/YAML file.
+
+Kinds:
+    continuous   real numbers: mode-specific normalisation (Xu et al. 2019, Sec. 4.2)
+    integer      whole numbers: as continuous, then rounded
+    categorical  a finite set of values (strings, or numbers with few distinct values): one-hot
+    boolean      True/False: one-hot of two
+    datetime     timestamps: as continuous seconds, rounded back to the resolution seen
+    id           unique keys (all values distinct): not learned; fresh unique keys are generated
+
+Missing values are modelled, not dropped: a column with NaN gets a "missing" category (or mode).
+The pandas dtype of every column is kept so the generated table has the input's dtypes.
+
+An override file names columns and the fields to change, e.g. (YAML)::
+
+    columns:
+      zip: categorical            # shorthand for {kind: categorical}
+      age: {kind: integer, min: 0, max: 120}
+      score: {clip: false}        # allow values outside the range seen in training
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import load_file
+from ..errors import DataError, suggest
+
+KINDS = ("continuous", "integer", "categorical", "boolean", "datetime", "id")
+CATEGORICAL_MAX_UNIQUE = 10  # numeric columns with at most this many values (each seen twice) are categories
+ID_MIN_ROWS = 20  # all-distinct columns shorter than this are not called IDs (every tiny column is distinct)
+ID_NAME = re.compile(r"(^|[_\W])(id|uuid|key)$|^id[_\W]", re.IGNORECASE)
+
+
+@dataclass
+class ColumnSchema:
+    name: str
+    kind: str  # one of KINDS
+    dtype: str = "object"  # pandas dtype to restore on output
+    nullable: bool = False  # has missing values (modelled as their own category/mode)
+    min: float | None = None  # lower bound of generated values (numeric kinds; datetime: epoch seconds)
+    max: float | None = None  # upper bound
+    clip: bool = True  # keep generated values within [min, max]
+    decimals: int | None = None  # round generated values to this many decimals (None: no rounding)
+    format: str | None = None  # strftime format of datetime columns read as text
+    unit: float = 1.0  # datetime resolution in seconds (86400 = whole days)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnSchema:
+        return cls(**d)
+
+
+@dataclass
+class Schema:
+    columns: list[ColumnSchema]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def __getitem__(self, name: str) -> ColumnSchema:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise DataError(f"unknown column {name!r}{suggest(name, self.names)}; columns: {', '.join(self.names)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": [c.to_dict() for c in self.columns]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Schema:
+        return cls([ColumnSchema.from_dict(c) for c in d["columns"]])
+
+
+# --- inference -------------------------------------------------------------------------------------
+
+
+def infer_schema(df: pd.DataFrame, overrides: dict[str, Any] | str | Path | None = None) -> Schema:
+    """One ColumnSchema per column of `df`, then the user's overrides applied and checked."""
+    if df.shape[1] == 0:
+        raise DataError("the table has no columns")
+    if df.shape[0] == 0:
+        raise DataError("the table has no rows")
+    if not df.columns.is_unique:
+        dup = df.columns[df.columns.duplicated()][0]
+        raise DataError(f"column name {dup!r} appears more than once")
+    user = load_overrides(overrides)
+    unknown = [k for k in user if k not in df.columns]
+    if unknown:
+        raise DataError(
+            f"schema override names unknown column {unknown[0]!r}"
+            f"{suggest(str(unknown[0]), [str(c) for c in df.columns])}"
+        )
+    columns = []
+    for name in df.columns:
+        forced = user.get(name, {}).get("kind")
+        col = infer_column(str(name), df[name], forced)
+        for key, value in user.get(name, {}).items():
+            if key != "kind":
+                setattr(col, key, value)
+        columns.append(col)
+    return Schema(columns)
+
+
+def load_overrides(overrides: dict[str, Any] | str | Path | None) -> dict[str, dict[str, Any]]:
+    """{column: {field: value}} from a dict or a JSON/YAML file (`columns:` mapping), checked."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, (str, Path)):
+        data = load_file(overrides)
+    else:
+        data = dict(overrides)
+    cols = data.get("columns", data) if isinstance(data, dict) else None
+    if not isinstance(cols, dict):
+        raise DataError("a schema override maps column names to a kind or to {field: value}")
+    fields = [f.name for f in dataclasses.fields(ColumnSchema) if f.name not in ("name", "dtype", "nullable")]
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in cols.items():
+        if isinstance(spec, str):
+            spec = {"kind": spec}
+        if not isinstance(spec, dict):
+            raise DataError(f"schema override for column {name!r}: expected a kind or a mapping, got {spec!r}")
+        for key in spec:
+            if key not in fields:
+                raise DataError(
+                    f"schema override for column {name!r}: unknown field {key!r}{suggest(str(key), fields)}; "
+                    f"fields: {', '.join(fields)}"
+                )
+        if "kind" in spec and spec["kind"] not in KINDS:
+            raise DataError(
+                f"schema override for column {name!r}: unknown kind {spec['kind']!r}"
+                f"{suggest(str(spec['kind']), KINDS)}; kinds: {', '.join(KINDS)}"
+            )
+        out[name] = dict(spec)
+    return out
+
+
+def infer_column(name: str, s: pd.Series, kind: str | None = None) -> ColumnSchema:
+    """Infer one column's kind (unless `kind` is forced) and the facts the transformer needs."""
+    col = ColumnSchema(name=name, kind="categorical", dtype=str(s.dtype), nullable=bool(s.isna().any()))
+    nonnull = s.dropna()
+    fmt = None
+    if kind in (None, "datetime") and not pd.api.types.is_datetime64_any_dtype(s) and _is_text(s):
+        fmt = _datetime_format(nonnull)
+        if kind == "datetime" and fmt is None and len(nonnull):
+            raise DataError(f"column {name!r} is declared datetime but its values do not parse as dates")
+    if kind is None:
+        kind = _infer_kind(name, s, nonnull, fmt)
+    col.kind = kind
+    if kind == "datetime":
+        col.format = fmt
+        seconds = datetime_seconds(s, fmt)
+        finite = seconds[~np.isnan(seconds)]
+        if len(finite):
+            col.min, col.max = float(finite.min()), float(finite.max())
+            col.unit = _datetime_unit(finite)
+    elif kind in ("continuous", "integer"):
+        values = pd.to_numeric(nonnull, errors="coerce")
+        if values.isna().any():
+            bad = nonnull[values.isna()].iloc[0]
+            raise DataError(f"column {name!r} is declared {kind} but holds the non-number {bad!r}")
+        values = values.to_numpy(dtype=np.float64)
+        if len(values):
+            col.min, col.max = float(values.min()), float(values.max())
+        col.decimals = 0 if kind == "integer" else _decimals(values)
+    return col
+
+
+def _is_text(s: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)
+
+
+def _infer_kind(name: str, s: pd.Series, nonnull: pd.Series, datetime_fmt: str | None) -> str:
+    n = len(nonnull)
+    if pd.api.types.is_bool_dtype(s) or (n and nonnull.map(type).isin([bool, np.bool_]).all()):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(s) or datetime_fmt is not None:
+        return "datetime"
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return "categorical"
+    n_unique = nonnull.nunique()
+    if pd.api.types.is_numeric_dtype(s):
+        values = nonnull.to_numpy(dtype=np.float64)
+        integral = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
+        if integral and n_unique == n >= ID_MIN_ROWS:
+            ordered = np.sort(values)
+            if ID_NAME.search(name) or np.all(np.diff(ordered) == 1):
+                return "id"
+        if n_unique <= CATEGORICAL_MAX_UNIQUE and 2 * n_unique <= n:
+            return "categorical"
+        return "integer" if integral else "continuous"
+    if n_unique == n >= ID_MIN_ROWS:
+        return "id"
+    return "categorical"
+
+
+def _datetime_format(nonnull: pd.Series) -> str | None:
+    """The strftime format of text dates, when every value parses with it; else None."""
+    from pandas.tseries.api import guess_datetime_format
+
+    if not len(nonnull):
+        return None
+    first = str(nonnull.iloc[0])
+    if not re.search(r"\d{1,4}[-/.:]\d{1,2}", first):  # not a date-like string ("12", "1.5", "abc")
+        return None
+    fmt = guess_datetime_format(first)
+    if fmt is None:
+        return None
+    parsed = pd.to_datetime(nonnull.astype(str), format=fmt, errors="coerce")
+    return fmt if parsed.notna().all() else None
+
+
+def datetime_seconds(s: pd.Series, fmt: str | None) -> np.ndarray:
+    """Seconds since the epoch (UTC) as float64, NaN where missing."""
+    if not pd.api.types.is_datetime64_any_dtype(s):
+        s = pd.to_datetime(s.astype("object").where(s.notna(), None), format=fmt, errors="coerce")
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    ns = s.astype("datetime64[ns]").to_numpy().astype("int64").astype(np.float64)
+    ns[s.isna().to_numpy()] = np.nan
+    return ns / 1e9
+
+
+def _datetime_unit(seconds: np.ndarray) -> float:
+    """The coarsest of day / hour / minute / second / none that every timestamp is a multiple of."""
+    for unit in (86400.0, 3600.0, 60.0, 1.0):
+        if np.all(np.mod(seconds, unit) == 0):
+            return unit
+    return 0.0
+
+
+def _decimals(values: np.ndarray, most: int = 6) -> int | None:
+    """Fewest decimals (<= `most`) that reproduce every value, e.g. 2 for prices in cents."""
+    values = values[np.isfinite(values)]
+    ulp = 4 * np.spacing(np.abs(values))  # float noise, e.g. 0.1 + 0.2 = 0.30000000000000004
+    for d in range(most + 1):
+        if np.all(np.abs(np.round(values, d) - values) <= np.maximum(1e-6 * 10.0**-d, ulp)):
+            return d
+    return None
