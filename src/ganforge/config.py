@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, suggest
+from .errors import ConfigError, GanforgeError, suggest
 
 
 @dataclass
@@ -100,11 +100,68 @@ class MonitorConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = 0  # steps between evaluations during training (0 = off); see docs/evaluation.md
+    metrics: str = "fid"  # comma-separated metric groups: fid, kid, pr, dc, is, modes
+    n: int = 2000  # generated samples per evaluation
+    best: str = ""  # value that picks RUN/best.safetensors: fid, kid, rkl, modes, precision, recall, coverage, is ("" = the first metric's)
+    inception_weights: str = ""  # FID Inception weights file, for RGB data ("" = $GANFORGE_INCEPTION_WEIGHTS)
+
+    def validate(self) -> None:
+        from .evaluate import best_metric  # the metric names live with the metrics
+
+        _at_least(self, 0, "eval.", "every")
+        _at_least(self, 2, "eval.", "n")
+        try:
+            best_metric(self.metrics, self.best)
+        except GanforgeError as err:
+            raise ConfigError(f"eval: {err}") from None
+
+
+@dataclass
+class StabConfig:
+    """Known cures for unstable training, each composable with every loss and family."""
+
+    spectral_norm: bool = False  # spectral normalisation of D's weights (Miyato et al. 2018)
+    g_spectral_norm: bool = False  # ... and of G's weights (Zhang et al. 2019, SAGAN)
+    r1_gamma: float = 0.0  # R1: gamma/2 E||grad D(x)||^2 on real data (Mescheder et al. 2018, Eq. 9)
+    r2_gamma: float = 0.0  # R2: the same penalty on generated data
+    reg_every: int = 16  # lazy regularisation: R1/R2 every k steps, scaled by k (Karras et al. 2020)
+    label_smoothing: float = 0.0  # one-sided: D's real target 1 - s (Salimans et al. 2016, Sec. 3.4)
+    instance_noise: float = 0.0  # std of Gaussian noise on D's inputs, annealed to 0 (Sonderby et al. 2017)
+    noise_steps: int = 0  # steps over which instance noise decays linearly to 0 (0 = all of train.steps)
+    mbstd: bool = False  # minibatch standard deviation feature in D (Karras et al. 2018, Sec. 3)
+    mbdisc: int = 0  # minibatch discrimination kernels in D (Salimans et al. 2016, Sec. 3.2; 0 = off)
+    feature_matching: float = 0.0  # weight of ||E f(x) - E f(G(z))||^2 in G's loss (Salimans et al. 2016)
+    pac: int = 1  # PacGAN: D judges `pac` samples jointly (Lin et al. 2018; 1 = off)
+    unrolled_steps: int = 0  # unrolled GAN: G sees D after k look-ahead steps (Metz et al. 2017)
+    unrolled_lr: float = 0.05  # SGD step size of the unrolled D updates
+    diffaug: str = ""  # DiffAugment policy for images, e.g. "color,translation,cutout" (Zhao et al. 2020)
+
+    def validate(self) -> None:
+        _at_least(
+            self, 0.0, "stab.", "r1_gamma", "r2_gamma", "instance_noise", "feature_matching", "unrolled_lr"
+        )
+        _at_least(self, 0, "stab.", "mbdisc", "unrolled_steps", "noise_steps")
+        _at_least(self, 1, "stab.", "reg_every", "pac")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"stab.label_smoothing must lie in [0, 0.5), got {self.label_smoothing}")
+        known = ("color", "translation", "cutout")
+        for policy in filter(None, (p.strip() for p in self.diffaug.split(","))):
+            if policy not in known:
+                raise ConfigError(
+                    f"stab.diffaug: unknown policy {policy!r}{suggest(policy, known)}; use {', '.join(known)}"
+                )
+
+
+@dataclass
 class Config:
     model: str = "dcgan"  # GAN family; see `ganforge list`
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    stab: StabConfig = field(default_factory=StabConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     net: Any = None  # the family's own config dataclass (filled by `ganforge.families`)
 

@@ -24,9 +24,13 @@ from .registry import Registry
 # --- minimax / non-saturating (Goodfellow et al. 2014) -------------------------------------
 
 
-def minimax_d_loss(real: Tensor, fake: Tensor) -> Tensor:
-    """L_D = -[log D(x) + log(1 - D(G(z)))]  (Goodfellow et al. 2014, Eq. 1)."""
-    return F.softplus(-real).mean() + F.softplus(fake).mean()
+def minimax_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """L_D = -[log D(x) + log(1 - D(G(z)))]  (Goodfellow et al. 2014, Eq. 1).
+
+    `real_target` < 1 is one-sided label smoothing (Salimans et al. 2016, Sec. 3.4): the real
+    term becomes the cross-entropy -[t log D(x) + (1 - t) log(1 - D(x))]."""
+    real_term = real_target * F.softplus(-real) + (1.0 - real_target) * F.softplus(real)
+    return real_term.mean() + F.softplus(fake).mean()
 
 
 def minimax_g_loss(fake: Tensor) -> Tensor:
@@ -67,9 +71,10 @@ hinge_g_loss = wgan_g_loss
 # --- least squares (Mao et al. 2017) -----------------------------------------------------------
 
 
-def lsgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
-    """L_D = 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]  (Mao et al. 2017, Eq. 9 with a=0, b=c=1)."""
-    return 0.5 * (real - 1.0).pow(2).mean() + 0.5 * fake.pow(2).mean()
+def lsgan_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """L_D = 1/2 E[(D(x) - b)^2] + 1/2 E[D(G(z))^2]  (Mao et al. 2017, Eq. 9 with a=0, b=c=1;
+    `real_target` = b < 1 is one-sided label smoothing)."""
+    return 0.5 * (real - real_target).pow(2).mean() + 0.5 * fake.pow(2).mean()
 
 
 def lsgan_g_loss(fake: Tensor) -> Tensor:
@@ -90,8 +95,17 @@ def gradient_penalty(
     x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
     out = D(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
-    norm = grad.flatten(1).norm(2, dim=1)
+    norm = grad.reshape(out.shape[0], -1).norm(2, dim=1)  # per D output (a PacGAN pack counts as one)
     return (norm - 1.0).pow(2).mean()
+
+
+def r1_penalty(D: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """E[||grad_x D(x)||^2] (Mescheder et al. 2018, Eq. 9 without gamma/2): on real data it is
+    R1, on generated data R2. Unweighted; the caller multiplies by gamma / 2."""
+    x = x.detach().requires_grad_(True)
+    out = D(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad.pow(2).reshape(out.shape[0], -1).sum(dim=1).mean()
 
 
 # --- registry ------------------------------------------------------------------------------------
@@ -106,6 +120,7 @@ class AdversarialLoss:
     weight_clip: bool = False  # clip D's weights to [-c, c] after each D step (WGAN)
     gradient_penalty: bool = False  # add lambda * gradient_penalty in the D phase (WGAN-GP)
     probabilistic: bool = True  # outputs are logits, so sigmoid(out) is D's probability "real"
+    smoothable: bool = False  # d_loss takes `real_target` (one-sided label smoothing)
 
 
 LOSSES: Registry[AdversarialLoss] = Registry("loss")
@@ -115,8 +130,15 @@ for _loss in (
         minimax_d_loss,
         minimax_g_loss,
         "original minimax game, saturating G loss (Goodfellow 2014)",
+        smoothable=True,
     ),
-    AdversarialLoss("ns", minimax_d_loss, ns_g_loss, "non-saturating G loss -log D(G(z)) (Goodfellow 2014)"),
+    AdversarialLoss(
+        "ns",
+        minimax_d_loss,
+        ns_g_loss,
+        "non-saturating G loss -log D(G(z)) (Goodfellow 2014)",
+        smoothable=True,
+    ),
     AdversarialLoss(
         "wgan",
         wgan_d_loss,
@@ -136,6 +158,13 @@ for _loss in (
     AdversarialLoss(
         "hinge", hinge_d_loss, hinge_g_loss, "hinge loss (Lim & Ye 2017; Miyato 2018)", probabilistic=False
     ),
-    AdversarialLoss("lsgan", lsgan_d_loss, lsgan_g_loss, "least squares GAN (Mao 2017)", probabilistic=False),
+    AdversarialLoss(
+        "lsgan",
+        lsgan_d_loss,
+        lsgan_g_loss,
+        "least squares GAN (Mao 2017)",
+        probabilistic=False,
+        smoothable=True,
+    ),
 ):
     LOSSES.add(_loss.name, _loss)

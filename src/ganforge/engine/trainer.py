@@ -79,20 +79,22 @@ class Trainer:
         self.family: Family = FAMILIES.get(cfg.model)(cfg, spec)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(t.seed)
-            G, D = self.family.build()
+            G, D = self.family.networks()
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if t.ema_decay > 0 else None
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2))
         self.noise = torch.Generator(device=self.device).manual_seed(t.seed + 1)
         self.data = data.to(self.device) if data is not None else None
-        self.sampler = self.family.make_sampler(data, t.batch_size, seed=t.seed + 2) if data is not None else None
+        self.sampler = (
+            self.family.make_sampler(data, t.batch_size, seed=t.seed + 2) if data is not None else None
+        )
         self.callbacks = list(callbacks)
         self.step = 0
         self.elapsed = 0.0  # seconds of training, carried across resumes
         self.stop_requested = False  # set by a signal handler; honoured at the next step boundary
-        self._acc: dict[str, Tensor] = {}
-        self._acc_n = 0
+        self._acc: dict[str, Tensor] = {}  # sums of stats since the last log line
+        self._acc_n: dict[str, int] = {}  # and how many steps reported each
 
     # --- sampling -------------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class Trainer:
         G.train()
         D.train()
         stats: dict[str, Tensor] = {}
+        family.progress = self.step / (self.cfg.stab.noise_steps or t.steps)
 
         # D phase(s): only D's parameters take gradients.
         set_requires_grad(G, False)
@@ -141,6 +144,15 @@ class Trainer:
                     torch._foreach_clamp_max_(list(D.parameters()), self.cfg.loss.clip)
             for key, value in d_stats.items():
                 stats[key] = stats.get(key, 0.0) + value / t.n_dis
+
+        # Lazy regularisation phase (R1/R2 every `reg_every` steps, scaled by it: Karras et al. 2020).
+        stab = self.cfg.stab
+        if (stab.r1_gamma or stab.r2_gamma) and self.step % stab.reg_every == 0:
+            reg_loss, reg_stats = family.d_reg_loss(G, D, batch, self.noise)
+            self.opt_D.zero_grad(set_to_none=True)
+            (reg_loss * stab.reg_every).backward()
+            self.opt_D.step()
+            stats.update(reg_stats)
 
         # G phase: gradients flow through D to G, but only G is updated.
         set_requires_grad(D, False)
@@ -172,7 +184,7 @@ class Trainer:
             stats = self.train_step()
             for key, value in stats.items():
                 self._acc[key] = self._acc.get(key, 0.0) + value.detach().float()
-            self._acc_n += 1
+                self._acc_n[key] = self._acc_n.get(key, 0) + 1
             self.elapsed = start_elapsed + time.perf_counter() - start
             if self.step % t.log_every == 0 or self.step == t.steps:
                 record = self.flush_stats()
@@ -186,8 +198,8 @@ class Trainer:
     def flush_stats(self) -> dict[str, Any]:
         """Means of the stats since the last flush, read from the device in one synchronisation."""
         keys = sorted(self._acc)
-        values = torch.stack([self._acc[k] for k in keys]).div(self._acc_n).tolist() if keys else []
-        self._acc, self._acc_n = {}, 0
+        values = torch.stack([self._acc[k] / self._acc_n[k] for k in keys]).tolist() if keys else []
+        self._acc, self._acc_n = {}, {}
         return {"step": self.step, **dict(zip(keys, values)), "time": round(self.elapsed, 3)}
 
     # --- state -------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from ..config import Config
 from ..data import BatchSampler, Dataset
 from ..errors import ConfigError
-from ..losses import LOSSES, AdversarialLoss, gradient_penalty
+from ..losses import LOSSES, AdversarialLoss, gradient_penalty, r1_penalty
+from ..nn import Discriminator, apply_spectral_norm, diff_augment
 from ..registry import Registry
 
 Stats = dict[str, Tensor]
@@ -64,6 +65,16 @@ class Family:
         self.net = cfg.net
         self.spec = spec
         self.loss: AdversarialLoss = LOSSES.get(cfg.loss.name)
+        self.stab = cfg.stab
+        self.progress = 0.0  # fraction of the annealing horizon done; the engine updates it
+        if cfg.train.batch_size % self.stab.pac:
+            raise ConfigError(
+                f"train.batch_size ({cfg.train.batch_size}) must be a multiple of stab.pac ({self.stab.pac})"
+            )
+        if self.stab.label_smoothing and not self.loss.smoothable:
+            raise ConfigError(
+                f"stab.label_smoothing applies to the minimax, ns and lsgan losses, not {self.loss.name!r}"
+            )
 
     @classmethod
     def recipe(cls, spec: DataSpec, loss: str) -> dict[str, Any]:
@@ -88,6 +99,38 @@ class Family:
     def generate(self, G: nn.Module, z: Tensor, y: Tensor | None = None) -> Tensor:
         return G(z)
 
+    # --- stabilisers shared by every family ----------------------------------------------------
+
+    def networks(self) -> tuple[nn.Module, nn.Module]:
+        """`build()` plus the configured spectral normalisation: what the engine trains."""
+        G, D = self.build()
+        if self.stab.spectral_norm:
+            apply_spectral_norm(D)
+        if self.stab.g_spectral_norm:
+            apply_spectral_norm(G)
+        return G, D
+
+    @property
+    def d_shape(self) -> tuple[int, ...]:
+        """Shape of one D input: PacGAN stacks `pac` samples along the first axis (channels)."""
+        first, *rest = self.spec.shape
+        return (first * self.stab.pac, *rest)
+
+    def make_discriminator(self, features: nn.Module, n_features: int) -> Discriminator:
+        """Wrap a family's feature extractor (built for `d_shape` inputs) with the stabiliser
+        layers and the linear head."""
+        return Discriminator(features, n_features, self.stab.pac, self.stab.mbstd, self.stab.mbdisc)
+
+    def d_view(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """What D sees of a batch: DiffAugment, then instance noise annealed linearly to zero
+        over training (Sonderby et al. 2017, Sec. 3.1; Arjovsky & Bottou 2017)."""
+        if self.stab.diffaug and x.dim() == 4:
+            x = diff_augment(x, self.stab.diffaug, gen)
+        if self.stab.instance_noise:
+            sigma = self.stab.instance_noise * max(0.0, 1.0 - self.progress)
+            x = x + sigma * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=gen)
+        return x
+
     # --- losses (called by the engine's D and G phases) -----------------------------------------
 
     def d_loss(
@@ -96,30 +139,104 @@ class Family:
         real = batch["x"]
         with torch.no_grad():
             fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y"))
-        real_out, fake_out = D(real).flatten(), D(fake).flatten()
-        loss = self.loss.d_loss(real_out, fake_out)
+        real_in, fake_in = self.d_view(real, gen), self.d_view(fake, gen)
+        real_out, fake_out = D(real_in).flatten(), D(fake_in).flatten()
+        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
+        loss = self.loss.d_loss(real_out, fake_out, **smooth)
         stats: Stats = {"Loss/D": loss.detach()}
         if self.loss.gradient_penalty:
-            gp = gradient_penalty(D, real, fake, generator=gen)
+            gp = gradient_penalty(D, real_in, fake_in, generator=gen)
             loss = loss + self.cfg.loss.gp_lambda * gp
             stats["Loss/D_gp"] = gp.detach()
         stats.update(self.d_output_stats(real_out, fake_out))
         return loss, stats
 
+    def d_reg_loss(
+        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
+    ) -> tuple[Tensor, Stats]:
+        """The lazy regularisation phase: gamma/2 * (R1 on real data + R2 on generated data)."""
+        loss, stats = torch.zeros((), device=batch["x"].device), {}
+        if self.stab.r1_gamma:
+            r1 = r1_penalty(D, self.d_view(batch["x"], gen))
+            loss = loss + 0.5 * self.stab.r1_gamma * r1
+            stats["Loss/D_r1"] = r1.detach()
+        if self.stab.r2_gamma:
+            with torch.no_grad():
+                fake = self.generate(
+                    G, self.sample_z(batch["x"].shape[0], batch["x"].device, gen), batch.get("y")
+                )
+            r2 = r1_penalty(D, self.d_view(fake, gen))
+            loss = loss + 0.5 * self.stab.r2_gamma * r2
+            stats["Loss/D_r2"] = r2.detach()
+        return loss, stats
+
     def g_loss(
         self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
     ) -> tuple[Tensor, Stats]:
-        n = batch["x"].shape[0]
-        fake = self.generate(G, self.sample_z(n, batch["x"].device, gen), batch.get("y"))
-        fake_out = D(fake).flatten()
+        real = batch["x"]
+        fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y"))
+        fake_in = self.d_view(fake, gen)
+        params = self.unrolled_params(G, D, batch, gen) if self.stab.unrolled_steps else None
+        if params is None and not self.stab.feature_matching:
+            fake_out = D(fake_in).flatten()
+        else:
+            h_fake = d_features(D, fake_in, params)
+            fake_out = d_head(D, h_fake, params)
         loss = self.loss.g_loss(fake_out)
-        return loss, {"Loss/G": loss.detach()}
+        stats: Stats = {"Loss/G": loss.detach()}
+        if self.stab.feature_matching:
+            with torch.no_grad():
+                h_real = d_features(D, self.d_view(real, gen), params)
+            fm = (h_real.mean(0) - h_fake.mean(0)).pow(2).sum()
+            loss = loss + self.stab.feature_matching * fm
+            stats["Loss/G_fm"] = fm.detach()
+        return loss, stats
+
+    def unrolled_params(
+        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
+    ) -> dict[str, Tensor]:
+        """D's parameters after `unrolled_steps` differentiable SGD steps on its loss (Metz et al.
+        2017, Eq. 4-7): G's update then anticipates how D would respond. The fakes used in the
+        look-ahead keep their graph, so G's gradient includes the d(theta_D^K)/d(theta_G) term."""
+        params = {k: p.detach().requires_grad_(True) for k, p in D.named_parameters()}
+        buffers = {k: b.clone() for k, b in D.named_buffers()}  # look-ahead must not move BN statistics
+        real = self.d_view(batch["x"], gen)
+        for _ in range(self.stab.unrolled_steps):
+            fake = self.d_view(
+                self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y")), gen
+            )
+            state = {**params, **buffers}
+            real_out = torch.func.functional_call(D, state, (real,)).flatten()
+            fake_out = torch.func.functional_call(D, state, (fake,)).flatten()
+            loss = self.loss.d_loss(real_out, fake_out)
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            params = {k: p - self.stab.unrolled_lr * g for (k, p), g in zip(params.items(), grads)}
+        return {**params, **buffers}
 
     def d_output_stats(self, real_out: Tensor, fake_out: Tensor) -> Stats:
         """Mean D(x) and D(G(z)): probabilities for logit losses, raw critic values otherwise."""
         if self.loss.probabilistic:
             real_out, fake_out = torch.sigmoid(real_out), torch.sigmoid(fake_out)
         return {"D/real": real_out.detach().mean(), "D/fake": fake_out.detach().mean()}
+
+
+def d_features(D: Discriminator, x: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
+    """D's penultimate features (B / pac, F), optionally under substituted (unrolled) parameters."""
+    if params is None:
+        return D.forward_features(x)
+    return torch.func.functional_call(D.features, strip(params, "features."), (D.pack(x),)).flatten(1)
+
+
+def d_head(D: nn.Module, h: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
+    """D's logits from its features: stabiliser extras, then the linear head."""
+    if params is None:
+        return D.head(D.extras(h)).squeeze(1)
+    h = torch.func.functional_call(D.extras, strip(params, "extras."), (h,))
+    return torch.func.functional_call(D.head, strip(params, "head."), (h,)).squeeze(1)
+
+
+def strip(params: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 FAMILIES: Registry[type[Family]] = Registry("model")

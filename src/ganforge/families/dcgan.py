@@ -84,27 +84,21 @@ class DCGANGenerator(nn.Module):
         return self.up(self.project(z))  # (B, C, H, W) in [-1, 1]
 
 
-class DCGANDiscriminator(nn.Module):
-    def __init__(self, cfg: DCGANConfig, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        c_img, h, w = shape
-        s0, k = base_size(h)
-        ch = widths(cfg.d_channels, k, cfg.max_channels)  # high -> low resolution
-        layers: list[nn.Module] = [nn.Conv2d(c_img, ch[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        size = h // 2
-        for i in range(k - 1):
-            layers.append(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=cfg.d_norm == "none"))
-            size //= 2
-            if cfg.d_norm == "batch":
-                layers.append(nn.BatchNorm2d(ch[i + 1]))
-            elif cfg.d_norm == "layer":
-                layers.append(nn.GroupNorm(1, ch[i + 1]))  # layer norm over (C, H, W)
-            layers.append(nn.LeakyReLU(0.2, True))
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(ch[k - 1] * size * size, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).flatten(1)).squeeze(1)  # (B,) logits
+def dcgan_features(cfg: DCGANConfig, shape: tuple[int, ...]) -> tuple[nn.Module, int]:
+    """D's convolutional trunk, flattened: (B, C, H, W) -> (B, F); returns (module, F)."""
+    c_img, h, _ = shape
+    s0, k = base_size(h)
+    ch = widths(cfg.d_channels, k, cfg.max_channels)  # high -> low resolution
+    layers: list[nn.Module] = [nn.Conv2d(c_img, ch[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+    for i in range(k - 1):
+        layers.append(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=cfg.d_norm == "none"))
+        if cfg.d_norm == "batch":
+            layers.append(nn.BatchNorm2d(ch[i + 1]))
+        elif cfg.d_norm == "layer":
+            layers.append(nn.GroupNorm(1, ch[i + 1]))  # layer norm over (C, H, W)
+        layers.append(nn.LeakyReLU(0.2, True))
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers), ch[k - 1] * s0 * s0
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -150,7 +144,8 @@ class DCGAN(Family):
     def build(self) -> tuple[nn.Module, nn.Module]:
         if self.spec.shape[1] != self.spec.shape[2]:
             raise ConfigError(f"dcgan needs square images, got {self.spec.shape[1]}x{self.spec.shape[2]}")
-        G, D = DCGANGenerator(self.net, self.spec.shape), DCGANDiscriminator(self.net, self.spec.shape)
+        G = DCGANGenerator(self.net, self.spec.shape)
+        D = self.make_discriminator(*dcgan_features(self.net, self.d_shape))
         dcgan_init(G)
         dcgan_init(D)
         return G, D

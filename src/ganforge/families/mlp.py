@@ -55,16 +55,6 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(z.shape[0], *self.shape)  # (B, *shape)
 
 
-class MLPDiscriminator(nn.Module):
-    def __init__(self, cfg: MLPConfig, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        sizes = [math.prod(shape)] + [cfg.d_hidden] * cfg.d_layers + [1]
-        self.net = nn.Sequential(nn.Flatten(), *mlp(sizes, nn.LeakyReLU(0.2)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(1)  # (B,) logits
-
-
 @FAMILIES.register("mlp")
 class MLP(Family):
     name = "mlp"
@@ -93,4 +83,8 @@ class MLP(Family):
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         tanh = self.net.out == "tanh" or (self.net.out == "auto" and self.spec.kind == "image")
-        return MLPGenerator(self.net, self.spec.shape, tanh), MLPDiscriminator(self.net, self.spec.shape)
+        sizes = [math.prod(self.d_shape)] + [self.net.d_hidden] * self.net.d_layers
+        features = nn.Sequential(nn.Flatten(), *mlp(sizes, nn.LeakyReLU(0.2)), nn.LeakyReLU(0.2))
+        return MLPGenerator(self.net, self.spec.shape, tanh), self.make_discriminator(
+            features, self.net.d_hidden
+        )
