@@ -34,7 +34,7 @@ RESUMABLE_CHANGES = {
     "train.ckpt_every",
     "train.device",
 }
-RESUMABLE_SECTIONS = {"monitor"}  # watching training does not change it
+RESUMABLE_SECTIONS = {"monitor", "eval"}  # watching or measuring training does not change it
 
 
 def default_model(spec: DataSpec) -> str:
@@ -227,7 +227,12 @@ def train(
     writer = RunWriter(folder, real_points=ds.x[:2000].clone() if ds.kind == "points" else None)
     # The monitor adds Diag/* keys to each logged record, so it comes before the writer.
     monitor = [Monitor(cfg.monitor, folder.root)] if cfg.monitor.enabled else []
-    cbs: list[Callback] = [*monitor, writer, *callbacks]
+    evaluation: list[Callback] = []  # adds Metrics/* to the records too, so it also comes before the writer
+    if cfg.eval.every > 0:
+        from .engine.evaluation import EvalCallback
+
+        evaluation.append(EvalCallback(folder, cfg, spec, ds))
+    cbs: list[Callback] = [*monitor, *evaluation, writer, *callbacks]
     if progress:
         cbs.append(Progress())
     trainer = Trainer(cfg, spec, ds, callbacks=cbs)

@@ -53,6 +53,7 @@ class TrainConfig:
     d_lr: float = 2e-4  # discriminator Adam learning rate (TTUR: may differ from g_lr)
     beta1: float = 0.5  # Adam beta1; 0.5 as in DCGAN (Radford et al. 2016)
     beta2: float = 0.999  # Adam beta2
+    lr_decay: str = "none"  # none | linear (to 0 at the last step) | cosine (to 0 at the last step)
     ema_decay: float = 0.999  # decay of the generator's weight average used for sampling (0 = off)
     seed: int = 0  # seeds weights, noise and data order
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -67,6 +68,8 @@ class TrainConfig:
         for key in ("g_lr", "d_lr"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
+        if self.lr_decay not in ("none", "linear", "cosine"):
+            raise ConfigError(f"train.lr_decay must be none, linear or cosine, got {self.lr_decay!r}")
         for key in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"train.{key} must lie in [0, 1), got {getattr(self, key)}")
@@ -74,18 +77,18 @@ class TrainConfig:
 
 @dataclass
 class MonitorConfig:
-    enabled: bool = True  # watch training for mode collapse, oscillation, vanishing gradients, divergence
+    enabled: bool = True  # watch for mode collapse, oscillation, vanishing gradients, divergence
     check_every: int = 0  # steps between fixed-noise diversity checks (0 = at every log_every)
     n: int = 256  # fixed-noise samples generated per diversity check
-    warmup: int = 200  # steps before the collapse/gradient checks; early reference values come from them
+    warmup: int = 500  # steps before the collapse/gradient checks; early reference values come from them
     window: int = 10  # logged records over which oscillation is judged
-    min_diversity: float = 0.3  # mode collapse: sample / real mean pairwise distance below this
-    mode_drop: float = 0.5  # mode collapse: mode count at or below this fraction of the best seen (>= 4)
-    vanish_ratio: float = 1e-3  # vanishing gradients: Grad/G below this x its early median ...
-    d_confident: float = 0.9  # ... while D/real - D/fake is above this (logit losses)
-    explode: float = 1e3  # divergence: |Loss| above this x max(1, its smallest early value)
-    osc_cv: float = 0.25  # oscillation: std of Loss/D and Loss/G over the window, relative to their size
-    osc_swing: float = 0.5  # oscillation: range of D/real - D/fake over the window (x its size for critics)
+    min_diversity: float = 0.3  # collapse: sample / real mean pairwise distance below this
+    mode_drop: float = 0.5  # collapse: modes captured down to this fraction of the best seen (>= 4)
+    vanish_ratio: float = 0.01  # vanishing: Grad/G below this x its largest early value ...
+    d_confident: float = 0.9  # ... while D/real - D/fake exceeds this (logit losses)
+    explode: float = 1000.0  # divergence: |Loss/D| or |Loss/G| above this x max(1, its early size)
+    osc_cv: float = 0.25  # oscillation: std of Loss/D and Loss/G over the window / their size
+    osc_swing: float = 0.5  # oscillation: range of D/real - D/fake (x |D/real| + |D/fake| for critics)
 
     def validate(self) -> None:
         _at_least(self, 0, "monitor.", "check_every", "warmup")

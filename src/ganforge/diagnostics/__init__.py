@@ -8,6 +8,7 @@ from .monitor import (
     check_mode_collapse,
     check_oscillation,
     check_vanishing,
+    cure,
     mean_pairwise_distance,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "check_mode_collapse",
     "check_oscillation",
     "check_vanishing",
+    "cure",
     "mean_pairwise_distance",
 ]

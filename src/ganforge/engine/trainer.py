@@ -10,6 +10,7 @@ and callbacks see the step. All state lives in :class:`Trainer` and is checkpoin
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -126,6 +127,7 @@ class Trainer:
         G.train()
         D.train()
         stats: dict[str, Tensor] = {}
+        self.set_learning_rates()
         family.progress = self.step / (self.cfg.stab.noise_steps or t.steps)
 
         # D phase(s): only D's parameters take gradients.
@@ -171,6 +173,17 @@ class Trainer:
             ema_update(self.G_ema, G, decay)
         self.step += 1
         return stats
+
+    def set_learning_rates(self) -> None:
+        """Learning rates for this step: a pure function of the step, so resume needs no state."""
+        t = self.cfg.train
+        if t.lr_decay == "none":
+            return
+        frac = self.step / t.steps
+        factor = 1.0 - frac if t.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+        for opt, base in ((self.opt_G, t.g_lr), (self.opt_D, t.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
 
     # --- the loop ---------------------------------------------------------------------------------
 
