@@ -124,21 +124,16 @@ class DCGAN(Family):
     @classmethod
     def recipe(cls, spec: DataSpec, loss: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        if loss == "wgan-gp":
-            out["net"] = {"d_norm": "layer"}
-            out["train"] = {
-                "n_dis": 5,
-                "beta1": 0.0,
-                "beta2": 0.9,
-                "g_lr": 1e-4,
-                "d_lr": 1e-4,
-            }  # Gulrajani 2017, Alg. 1
-        elif loss == "wgan":
-            out["train"] = {
-                "n_dis": 5,
-                "g_lr": 5e-5,
-                "d_lr": 5e-5,
-            }  # Arjovsky 2017, Alg. 1 (RMSProp there; Adam here)
+        if spec.shape[-1] <= 32:
+            # Small images (digits at 32 px): half the paper's widths trains ~3x faster on a CPU and
+            # still gives clean digits in 1,500 steps (benchmarks/digits_dcgan.py).
+            out["net"] = {"g_channels": 32, "d_channels": 32}
+            out["train"] = {"steps": 1500}
+        if loss == "wgan-gp":  # Gulrajani 2017, Alg. 1; batch norm breaks the per-sample penalty
+            out.setdefault("net", {})["d_norm"] = "layer"
+            out.setdefault("train", {}).update(n_dis=5, beta1=0.0, beta2=0.9, g_lr=1e-4, d_lr=1e-4)
+        elif loss == "wgan":  # Arjovsky 2017, Alg. 1 (RMSProp there; Adam here)
+            out.setdefault("train", {}).update(n_dis=5, g_lr=5e-5, d_lr=5e-5)
         return out
 
     def build(self) -> tuple[nn.Module, nn.Module]:
