@@ -1,0 +1,104 @@
+"""Mode-collapse benchmark on the 2-D mixtures, PacGAN's Table 1 protocol (Lin et al. 2018).
+
+For each recipe and dataset, train with several seeds, draw 2,500 samples and report modes
+captured, % high-quality samples (within 3 sigma of a centre) and the reverse KL of the mode
+histogram to uniform: mean +- standard error over seeds, plus seconds per run. Results are
+appended to benchmarks/results/toy_modes.jsonl with the machine, versions and date.
+
+    python benchmarks/toy_modes.py --seeds 10 --recipes default,pacgan,unrolled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+import ganforge
+from ganforge.config import DataConfig
+from ganforge.data import load_dataset
+from ganforge.metrics.modes import gaussian_mixture_modes
+
+# Published figures (PacGAN, Table 1): modes, % high quality, reverse KL.
+PUBLISHED = {
+    ("ring8", "GAN"): (6.3, 98.2, 0.45), ("ring8", "PacGAN4"): (7.9, 95.6, 0.07),
+    ("grid25", "GAN"): (17.3, 94.8, 0.70), ("grid25", "PacGAN4"): (24.8, 93.6, 0.04),
+}
+
+# Each recipe: (model, loss, --set overrides) on top of the default toy recipe.
+RECIPES: dict[str, tuple[str, list[str]]] = {
+    "default": ("ns", []),
+    "plain": ("ns", ["net.g_layers=1", "net.d_layers=1", "net.g_hidden=128", "net.d_hidden=128", "train.ema_decay=0"]),
+    "minimax": ("minimax", []),
+    "wgan-gp": ("wgan-gp", []),
+    "hinge": ("hinge", []),
+    "lsgan": ("lsgan", []),
+    "pacgan": ("ns", ["stab.pac=4"]),
+    "unrolled": ("ns", ["stab.unrolled_steps=5"]),
+    "spectral_norm": ("ns", ["stab.spectral_norm=true"]),
+    "r1": ("ns", ["stab.r1_gamma=0.1"]),
+    "mbstd": ("ns", ["stab.mbstd=true"]),
+}
+
+
+def run_one(data: str, recipe: str, seed: int, steps: int | None, n: int) -> dict:
+    loss, overrides = RECIPES[recipe]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        gan = ganforge.train(data=data, loss=loss, out=Path(tmp) / "run", seed=seed, steps=steps,
+                             overrides=[*overrides, "monitor.enabled=false", "train.sample_every=0"], progress=False)
+        seconds = time.perf_counter() - t0
+        ds = load_dataset(DataConfig(name=data))
+        result = gaussian_mixture_modes(gan.sample(n, seed=seed + 1000), ds.modes, ds.mode_std)
+    return {**result, "seconds": seconds}
+
+
+def summarise(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return mean, se
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="ring8,grid25")
+    p.add_argument("--recipes", default="default")
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    p.add_argument("--n", type=int, default=2500)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-record", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(__file__).parent / "results" / "toy_modes.jsonl"
+    print(f"{'data':7} {'recipe':14} {'modes':>12} {'% hq':>12} {'rKL':>14} {'s/run':>7}  all seeds")
+    for data in args.data.split(","):
+        for recipe in args.recipes.split(","):
+            runs = [run_one(data, recipe, seed, args.steps, args.n) for seed in range(args.seeds)]
+            m, hq, kl, sec = (summarise([r[k] for r in runs]) for k in ("modes", "hq_fraction", "reverse_kl", "seconds"))
+            k = len(load_dataset(DataConfig(name=data, n_points=10)).modes)
+            print(f"{data:7} {recipe:14} {m[0]:5.2f}±{m[1]:4.2f}/{k:<2} {100 * hq[0]:6.2f}±{100 * hq[1]:4.2f} "
+                  f"{kl[0]:7.4f}±{kl[1]:.4f} {sec[0]:7.1f}  all modes: {sum(r['modes'] == k for r in runs)}/{len(runs)}")
+            if not args.no_record:
+                record = {
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": data, "recipe": recipe,
+                    "seeds": args.seeds, "steps": args.steps, "n": args.n, "runs": runs,
+                    "modes_mean": m[0], "modes_se": m[1], "hq_mean": hq[0], "hq_se": hq[1], "rkl_mean": kl[0],
+                    "rkl_se": kl[1], "seconds_mean": sec[0], "threads": args.threads,
+                    "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                "cpus": torch.get_num_threads()},
+                    "versions": {"ganforge": ganforge.__version__, "torch": torch.__version__},
+                }
+                with out.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
