@@ -81,22 +81,34 @@ def spiral(cfg: DataConfig) -> Dataset:
     return Dataset(x=x.float(), y=arm, kind="points", name="spiral", class_names=["arm0", "arm1"])
 
 
+def digit_images(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1,797 digits as (N, 1, S, S) in [-1, 1] and their labels (N,)."""
+    from sklearn.datasets import load_digits
+
+    if resolution < 8:
+        raise DataError(f"digits: resolution must be at least 8 px, got {resolution}")
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 8.0 - 1.0).unsqueeze(1)  # (1797, 1, 8, 8)
+    return resize_images(x, resolution), torch.from_numpy(bunch.target).long()
+
+
 @DATASETS.register("digits")
 def digits(cfg: DataConfig) -> Dataset:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes, values 0-16),
     scaled to [-1, 1] and resized to `data.resolution` (default 32 px)."""
-    from sklearn.datasets import load_digits
+    x, y = digit_images(cfg.resolution or 32)
+    return Dataset(x=x, y=y, kind="image", name="digits", class_names=[str(i) for i in range(10)])
 
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images.astype(np.float32) / 8.0 - 1.0).unsqueeze(1)  # (1797, 1, 8, 8)
-    size = cfg.resolution or 32
-    if size < 8:
-        raise DataError(f"digits: resolution must be at least 8 px, got {size}")
-    x = resize_images(x, size)
+
+@DATASETS.register("stacked_digits")
+def stacked_digits(cfg: DataConfig) -> Dataset:
+    """Three random digits as the R, G, B channels of one image: 1,000 modes, the analogue of
+    Stacked MNIST (Metz et al. 2017; Lin et al. 2018, Sec. 5.2); `data.n_points` images."""
+    x, y = digit_images(cfg.resolution or 32)
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randint(len(x), (cfg.n_points, 3), generator=g)  # (N, 3): one digit per channel
+    images = x[idx].squeeze(2)  # (N, 3, S, S)
+    labels = y[idx[:, 0]] * 100 + y[idx[:, 1]] * 10 + y[idx[:, 2]]
     return Dataset(
-        x=x,
-        y=torch.from_numpy(bunch.target).long(),
-        kind="image",
-        name="digits",
-        class_names=[str(i) for i in range(10)],
+        x=images, y=labels, kind="image", name="stacked_digits", class_names=[f"{i:03d}" for i in range(1000)]
     )
