@@ -47,6 +47,10 @@ def stacked_modes(images: torch.Tensor) -> torch.Tensor:
     return digits[0] * 100 + digits[1] * 10 + digits[2]
 
 
+def standard_error(values: list[float]) -> float:
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+
+
 def run_one(recipe: str, seed: int, steps: int | None, n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -83,9 +87,8 @@ def main() -> None:
         runs = [run_one(recipe, s, args.steps, args.n) for s in range(args.seeds)]
         m = [r["modes"] for r in runs]
         kl = [r["kl"] for r in runs]
-        se = lambda v: statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0
         print(
-            f"{recipe:18} {statistics.fmean(m):8.1f}±{se(m):5.1f} {statistics.fmean(kl):8.3f}±{se(kl):5.3f} "
+            f"{recipe:18} {statistics.fmean(m):8.1f}±{standard_error(m):5.1f} {statistics.fmean(kl):8.3f}±{standard_error(kl):5.3f} "
             f"{statistics.fmean(r['seconds'] for r in runs):7.1f}"
         )
         if not args.no_record:
