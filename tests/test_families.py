@@ -14,6 +14,7 @@ SPECS = {
     "rgb32": DataSpec("image", (3, 32, 32)),
     "rgba48": DataSpec("image", (4, 48, 48)),
     "rgb64": DataSpec("image", (3, 64, 64)),
+    "table": DataSpec("table", (7,)),  # 7 encoded values (no layout given: 7 tanh spans)
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ class Schema:
         for c in self.columns:
             if c.name == name:
                 return c
-        raise DataError(f"unknown column {name!r}{suggest(name, self.names)}; columns: {', '.join(self.names)}")
+        raise DataError(
+            f"unknown column {name!r}{suggest(name, self.names)}; columns: {', '.join(self.names)}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": [c.to_dict() for c in self.columns]}
@@ -129,7 +132,9 @@ def load_overrides(overrides: dict[str, Any] | str | Path | None) -> dict[str, d
         if isinstance(spec, str):
             spec = {"kind": spec}
         if not isinstance(spec, dict):
-            raise DataError(f"schema override for column {name!r}: expected a kind or a mapping, got {spec!r}")
+            raise DataError(
+                f"schema override for column {name!r}: expected a kind or a mapping, got {spec!r}"
+            )
         for key in spec:
             if key not in fields:
                 raise DataError(
@@ -213,7 +218,9 @@ def _datetime_format(nonnull: pd.Series) -> str | None:
     first = str(nonnull.iloc[0])
     if not re.search(r"\d{1,4}[-/.:]\d{1,2}", first):  # not a date-like string ("12", "1.5", "abc")
         return None
-    fmt = guess_datetime_format(first)
+    with warnings.catch_warnings():  # "Parsing dates in %d/%m/%Y format when dayfirst=False ..."
+        warnings.simplefilter("ignore")
+        fmt = guess_datetime_format(first)
     if fmt is None:
         return None
     parsed = pd.to_datetime(nonnull.astype(str), format=fmt, errors="coerce")

@@ -1,0 +1,128 @@
+"""Reading and writing tables: CSV (any common delimiter, a chosen encoding) and Parquet.
+
+Problems a user can fix come back as one-line :class:`DataError`s: a missing or empty file, a
+header without rows, bytes that are not in the expected encoding (with the offset and a hint),
+a delimiter that splits nothing (the header still holds `;`, a tab or `|`), ragged rows.
+Writes are atomic: a failed write leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..engine.checkpoint import atomic_write
+from ..errors import DataError
+
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+DELIMITERS = ",;\t|"
+
+
+@dataclass
+class TableSource:
+    """How a table was stored, so generated tables can be written the same way."""
+
+    format: str = "csv"  # "csv" | "parquet"
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def table_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    raise DataError(
+        f"{path}: unsupported table format {suffix or '(no extension)'}; "
+        f"use {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
+    )
+
+
+def read_table(
+    path: str | Path, delimiter: str | None = None, encoding: str = "utf-8"
+) -> tuple[pd.DataFrame, TableSource]:
+    """(DataFrame, how it was stored). `delimiter=None` detects one of , ; tab |."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"table not found: {path}")
+    fmt = table_format(path)
+    if fmt == "parquet":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as err:  # pyarrow raises many types for a corrupt file
+            raise DataError(f"{path} is not a readable Parquet file: {str(err).splitlines()[0]}") from None
+        _check_not_empty(df, path)
+        return df, TableSource("parquet")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path} is empty")
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: byte 0x{raw[err.start]:02x} on line {line} is not valid {encoding}; "
+            "give the file's encoding (e.g. encoding='latin-1', CLI --encoding latin-1)"
+        ) from None
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}") from None
+    if delimiter is None:
+        delimiter = sniff_delimiter(text, default="\t" if path.suffix.lower() == ".tsv" else ",")
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=delimiter)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} holds no table") from None
+    except (pd.errors.ParserError, ValueError) as err:
+        raise DataError(
+            f"{path}: cannot parse with delimiter {delimiter!r}: {str(err).strip().splitlines()[-1]}"
+        ) from None
+    header = text.splitlines()[0] if text.strip() else ""
+    if df.shape[1] == 1:
+        others = [d for d in DELIMITERS if d != delimiter and d in header]
+        if others:
+            raise DataError(
+                f"{path}: the delimiter {delimiter!r} leaves one column, but the header holds {others[0]!r}; "
+                f"wrong delimiter? (pass delimiter={others[0]!r}, CLI --delimiter)"
+            )
+    _check_not_empty(df, path)
+    return df, TableSource("csv", delimiter, encoding)
+
+
+def sniff_delimiter(text: str, default: str = ",") -> str:
+    """The delimiter among , ; tab | that splits the first lines consistently, else `default`."""
+    sample = "\n".join(text.splitlines()[:50])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return default
+
+
+def _check_not_empty(df: pd.DataFrame, path: Path) -> None:
+    if df.shape[1] == 0:
+        raise DataError(f"{path} holds no columns")
+    if df.shape[0] == 0:
+        raise DataError(f"{path} has a header but no rows")
+
+
+def write_table(df: pd.DataFrame, path: str | Path, source: TableSource | None = None) -> Path:
+    """Write `df` to .csv/.tsv/.txt or .parquet, atomically; CSV uses `source`'s delimiter/encoding."""
+    path = Path(path)
+    fmt = table_format(path)
+    if fmt == "parquet":
+        atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+        return path
+    src = source if source is not None and source.format == "csv" else TableSource()
+    sep = "\t" if path.suffix.lower() == ".tsv" else src.delimiter
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, sep=sep, encoding=src.encoding))
+    return path

@@ -1,0 +1,360 @@
+"""Tables <-> the GAN's vectors: CTGAN's mode-specific normalisation and one-hot encoding.
+
+Xu et al. (2019), "Modeling Tabular Data using Conditional GAN", Sec. 4.2: a continuous value
+c is fitted with a variational Gaussian mixture (at most 10 modes, Dirichlet-process prior with
+concentration 0.001; modes under 0.5 % weight are dropped); each value is represented by the
+one-hot beta of a mode k drawn from its posterior, and the scalar alpha = (c - mu_k) / (4 sigma_k),
+clipped to [-0.99, 0.99]. A discrete value is a one-hot vector. A missing value is one more
+mode (alpha = 0) or one more category, so missingness is learned, not dropped.
+
+Everything is vectorised over rows (numpy); the per-row Python loops of the reference
+implementation are replaced by inverse-CDF sampling. The fitted state is plain JSON.
+
+The output of G is described by *spans*: ``"tanh:1"`` (an alpha) and ``"softmax:K"`` (a
+one-hot); `cond_spans` indexes the spans of the categorical/boolean columns, whose one-hots
+form CTGAN's conditional vector.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from ..errors import DataError
+from .mixture import fit_dp_mixture
+from .schema import ColumnSchema, Schema, datetime_seconds
+
+MAX_MODES = 10  # CTGAN's max_clusters
+WEIGHT_PRIOR = 1e-3  # Dirichlet-process weight_concentration_prior
+WEIGHT_THRESHOLD = 5e-3  # modes lighter than this are dropped
+STD_MULTIPLIER = 4.0  # alpha = (c - mu) / (4 sigma)
+WIDE_CATEGORIES = 200  # warn above this many categories in one column
+
+
+class TabularWarning(UserWarning):
+    """Something about a table that works but deserves a look (very wide one-hots, ...)."""
+
+
+@dataclass
+class Codec:
+    """The fitted encoding of one column (JSON-serialisable)."""
+
+    name: str
+    encoding: str  # "modes" | "onehot" | "constant" | "id"
+    null: bool = False  # a missing-value slot exists
+    means: list[float] | None = None  # modes: mixture means
+    stds: list[float] | None = None  # modes: mixture standard deviations
+    weights: list[float] | None = None  # modes: mixture weights (for the posterior)
+    categories: list[Any] | None = None  # onehot: the values, in slot order
+    counts: list[int] | None = None  # onehot: training frequency of each slot (incl. the null slot)
+    value: Any = None  # constant: the one value (id: the first numeric key)
+    prefix: str = ""  # id (text): common prefix of the keys
+    digits: int = 0  # id (text): zero-padded width of the counter
+
+    @property
+    def spans(self) -> list[str]:
+        extra = int(self.null)
+        if self.encoding == "modes":
+            return ["tanh:1", f"softmax:{len(self.means or []) + extra}"]
+        if self.encoding == "onehot":
+            return [f"softmax:{len(self.categories or []) + extra}"]
+        if self.encoding == "constant" and self.null:
+            return ["softmax:2"]
+        return []
+
+    @property
+    def width(self) -> int:
+        return sum(int(s.split(":")[1]) for s in self.spans)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class TableTransformer:
+    """Fit on a DataFrame with a Schema; `transform` -> (N, D) float32, `inverse` -> DataFrame."""
+
+    def __init__(self, schema: Schema, codecs: list[Codec] | None = None) -> None:
+        self.schema = schema
+        self.codecs = codecs or []
+
+    # --- fit -------------------------------------------------------------------------------------
+
+    def fit(
+        self, df: pd.DataFrame, seed: int = 0, max_fit_rows: int = 20_000, threads: int = 1
+    ) -> TableTransformer:
+        """`max_fit_rows`: mixtures are fitted on a random subsample of at most this many values;
+        `threads`: columns fitted in parallel (numpy releases the GIL in the mixture's loops)."""
+        rng = np.random.default_rng(seed)
+        seeds = rng.integers(2**31, size=len(self.schema.columns))
+        jobs = [(col, df[col.name], np.random.default_rng(s)) for col, s in zip(self.schema.columns, seeds)]
+        # One BLAS thread per fit: the (N, K) products are too small to share, and spinning
+        # BLAS threads on a busy machine cost more than they save.
+        with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TabularWarning)
+            if threads > 1 and len(jobs) > 1:
+                with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+                    self.codecs = list(pool.map(lambda j: fit_codec(*j, max_fit_rows), jobs))
+            else:
+                self.codecs = [fit_codec(*j, max_fit_rows) for j in jobs]
+        for w in caught:  # re-raised here, from the caller's thread
+            warnings.warn(w.message, w.category, stacklevel=2)
+        return self
+
+    @property
+    def spans(self) -> list[str]:
+        return [s for c in self.codecs for s in c.spans]
+
+    @property
+    def width(self) -> int:
+        return sum(c.width for c in self.codecs)
+
+    @property
+    def cond_spans(self) -> list[int]:
+        """Indices (into `spans`) of the one-hots of categorical/boolean columns."""
+        out, i = [], 0
+        for c in self.codecs:
+            if c.encoding == "onehot":
+                out.append(i)
+            i += len(c.spans)
+        return out
+
+    def column_offsets(self) -> dict[str, tuple[int, int]]:
+        """Column name -> (first, end) positions of its block in the encoded vector."""
+        out, pos = {}, 0
+        for c in self.codecs:
+            out[c.name] = (pos, pos + c.width)
+            pos += c.width
+        return out
+
+    # --- transform ---------------------------------------------------------------------------------
+
+    def transform(self, df: pd.DataFrame, seed: int = 0) -> np.ndarray:
+        """(N, D) float32: for each column its alpha and mode one-hot, or its category one-hot."""
+        rng = np.random.default_rng(seed)
+        blocks = [encode(c, col, df[c.name], rng) for c, col in zip(self.codecs, self.schema.columns)]
+        blocks = [b for b in blocks if b.shape[1]]
+        if not blocks:
+            return np.zeros((len(df), 0), dtype=np.float32)
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def inverse(self, x: np.ndarray, id_start: int = 0) -> pd.DataFrame:
+        """A DataFrame with the schema's columns and dtypes from (N, D) encoded rows.
+
+        One-hots are read by argmax (G's outputs pass a Gumbel-softmax, so this draws a category);
+        ID columns get the unique keys number `id_start`, `id_start + 1`, ..."""
+        n, pos, out = x.shape[0], 0, {}
+        for c, col in zip(self.codecs, self.schema.columns):
+            block = x[:, pos : pos + c.width]
+            pos += c.width
+            out[c.name] = restore_dtype(decode(c, col, block, n, id_start), col)
+        return pd.DataFrame(out)
+
+    # --- state ----------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema.to_dict(), "codecs": [c.to_dict() for c in self.codecs]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TableTransformer:
+        return cls(Schema.from_dict(d["schema"]), [Codec(**c) for c in d["codecs"]])
+
+
+# --- per-column fit ---------------------------------------------------------------------------------
+
+
+def numeric_values(col: ColumnSchema, s: pd.Series) -> np.ndarray:
+    """float64 values of a numeric or datetime column (epoch seconds), NaN where missing."""
+    if col.kind == "datetime":
+        return datetime_seconds(s, col.format)
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def fit_codec(col: ColumnSchema, s: pd.Series, rng: np.random.Generator, max_fit_rows: int) -> Codec:
+    null = bool(s.isna().any())
+    if col.kind == "id":
+        return fit_id(col, s)
+    if col.kind in ("categorical", "boolean"):
+        cats = sorted_categories(s.dropna().unique())
+        if not cats:  # all missing
+            return Codec(col.name, "constant", value=None)
+        if len(cats) == 1 and not null:
+            return Codec(col.name, "constant", value=to_json(cats[0]))
+        if len(cats) > WIDE_CATEGORIES:
+            warnings.warn(
+                f"column {col.name!r} has {len(cats)} categories: its one-hot adds {len(cats)} outputs to "
+                "G and D and slows training; declare it kind 'id' if it is a key, or group rare values",
+                TabularWarning,
+                stacklevel=2,
+            )
+        codes = category_codes(s, cats)
+        counts = np.bincount(codes, minlength=len(cats) + int(null))
+        return Codec(
+            col.name, "onehot", null=null, categories=[to_json(v) for v in cats], counts=counts.tolist()
+        )
+    values = numeric_values(col, s)
+    finite = values[~np.isnan(values)]
+    if len(np.unique(finite)) <= 1:
+        value = to_json(finite[0]) if len(finite) else None
+        return Codec(col.name, "constant", null=null and len(finite) > 0, value=value)
+    if len(finite) > max_fit_rows:
+        finite = rng.choice(finite, max_fit_rows, replace=False)
+    means, stds, weights = fit_modes(finite, int(rng.integers(2**31)))
+    return Codec(col.name, "modes", null=null, means=means, stds=stds, weights=weights)
+
+
+def fit_modes(values: np.ndarray, seed: int) -> tuple[list[float], list[float], list[float]]:
+    """Variational Gaussian mixture (Dirichlet process, <= 10 modes, fewer when values are few)."""
+    k = min(MAX_MODES, len(np.unique(values)))
+    mix = fit_dp_mixture(values, n_components=k, concentration=WEIGHT_PRIOR, seed=seed)
+    keep = mix.weights > WEIGHT_THRESHOLD
+    weights = mix.weights[keep] / mix.weights[keep].sum()
+    return mix.means[keep].tolist(), np.sqrt(mix.variances[keep]).tolist(), weights.tolist()
+
+
+def fit_id(col: ColumnSchema, s: pd.Series) -> Codec:
+    nonnull = s.dropna()
+    if pd.api.types.is_numeric_dtype(s):
+        return Codec(col.name, "id", value=to_json(nonnull.min()) if len(nonnull) else 0)
+    text = nonnull.astype(str)
+    prefix = os.path.commonprefix(text.tolist()) if len(text) else ""
+    digits = int(text.str.len().max() - len(prefix)) if len(text) else 1
+    return Codec(col.name, "id", prefix=prefix, digits=max(digits, 1))
+
+
+def sorted_categories(values: np.ndarray) -> list[Any]:
+    try:
+        return sorted(values.tolist())
+    except TypeError:  # mixed types: order by text
+        return sorted(values.tolist(), key=str)
+
+
+def category_codes(s: pd.Series, cats: list[Any]) -> np.ndarray:
+    """Slot of each value: its category's index, len(cats) for missing, -1 for unseen values."""
+    index = pd.Index(cats, dtype=object)
+    codes = index.get_indexer(s.astype(object)).astype(np.int64)
+    codes[s.isna().to_numpy()] = len(cats)
+    return codes
+
+
+def to_json(v: Any) -> Any:
+    """numpy scalars -> Python scalars (JSON-safe)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# --- encode / decode -----------------------------------------------------------------------------------
+
+
+def encode(c: Codec, col: ColumnSchema, s: pd.Series, rng: np.random.Generator) -> np.ndarray:
+    n = len(s)
+    if c.encoding == "id" or (c.encoding == "constant" and not c.null):
+        return np.zeros((n, 0), dtype=np.float32)
+    if c.encoding == "constant":
+        out = np.zeros((n, 2), dtype=np.float32)
+        out[np.arange(n), s.isna().to_numpy().astype(int)] = 1
+        return out
+    if c.encoding == "onehot":
+        codes = category_codes(s, c.categories or [])
+        if (codes < 0).any():
+            bad = s[codes < 0].iloc[0]
+            raise DataError(f"column {c.name!r}: value {bad!r} was not seen when the model was fitted")
+        out = np.zeros((n, c.width), dtype=np.float32)
+        out[np.arange(n), codes] = 1
+        return out
+    values = numeric_values(col, s)
+    missing = np.isnan(values)
+    means, stds = np.asarray(c.means), np.asarray(c.stds)
+    k = len(means)
+    v = np.where(missing, means[0], values)[:, None]  # (N, 1)
+    # Posterior of each mode: w_k N(v; mu_k, sigma_k), in log space for stability.  (N, K)
+    # Modes that would clip alpha (|v - mu_k| >= 0.99 * 4 sigma_k) are excluded when another
+    # fits, so every value inside the modes' reach round-trips exactly.
+    logp = np.log(np.asarray(c.weights)) - np.log(stds) - 0.5 * ((v - means) / stds) ** 2
+    fits = np.abs(v - means) < 0.99 * STD_MULTIPLIER * stds
+    logp = np.where(fits | ~fits.any(axis=1, keepdims=True), logp, -np.inf)
+    post = np.exp(logp - logp.max(axis=1, keepdims=True))
+    post /= post.sum(axis=1, keepdims=True)
+    # One mode per row drawn from its posterior by inverse CDF (no per-row loop).
+    mode = (post.cumsum(axis=1) < rng.random((len(v), 1))).sum(axis=1).clip(max=k - 1)
+    alpha = ((v[:, 0] - means[mode]) / (STD_MULTIPLIER * stds[mode])).clip(-0.99, 0.99)
+    mode = np.where(missing, k, mode)
+    alpha[missing] = 0.0
+    out = np.zeros((n, c.width), dtype=np.float32)
+    out[:, 0] = alpha
+    out[np.arange(n), 1 + mode] = 1
+    return out
+
+
+def decode(c: Codec, col: ColumnSchema, block: np.ndarray, n: int, id_start: int) -> np.ndarray:
+    if c.encoding == "id":
+        if c.prefix or c.digits:
+            return np.array(
+                [f"{c.prefix}{i:0{c.digits}d}" for i in range(id_start, id_start + n)], dtype=object
+            )
+        return np.arange(id_start, id_start + n) + int(c.value or 0)
+    if c.encoding == "constant":
+        missing = block.argmax(axis=1) == 1 if c.null else np.zeros(n, dtype=bool)
+        if c.value is None:
+            missing = np.ones(n, dtype=bool)
+        values = np.full(n, c.value, dtype=object)
+        values[missing] = None
+        return finish_numeric(values, col) if col.kind not in ("categorical", "boolean") else values
+    if c.encoding == "onehot":
+        cats = c.categories or []
+        codes = block.argmax(axis=1)
+        values = np.empty(n, dtype=object)
+        valid = codes < len(cats)
+        values[valid] = np.asarray(cats + [None], dtype=object)[codes[valid]]
+        values[~valid] = None
+        return values
+    means, stds = np.asarray(c.means), np.asarray(c.stds)
+    k = len(means)
+    mode = block[:, 1:].argmax(axis=1)
+    missing = mode == k
+    mode = mode.clip(max=k - 1)
+    values = block[:, 0].clip(-1, 1) * STD_MULTIPLIER * stds[mode] + means[mode]
+    values = values.astype(object if missing.any() else np.float64)
+    values[missing] = None
+    return finish_numeric(values, col)
+
+
+def finish_numeric(values: np.ndarray, col: ColumnSchema) -> np.ndarray:
+    """Clip to the bounds, round to the resolution seen; missing stays NaN."""
+    v = (
+        np.array([np.nan if x is None else x for x in values], dtype=np.float64)
+        if values.dtype == object
+        else values
+    )
+    if col.clip and col.min is not None and col.max is not None:
+        v = np.clip(v, col.min, col.max)
+    if col.kind == "datetime":
+        if col.unit:
+            v = np.round(v / col.unit) * col.unit
+    elif col.decimals is not None:
+        v = np.round(v, col.decimals)
+    return v
+
+
+def restore_dtype(values: np.ndarray, col: ColumnSchema) -> pd.Series:
+    """A Series of the column's original dtype (or the closest one that can hold missing values)."""
+    if col.kind == "datetime":
+        ts = pd.Series(pd.to_datetime(np.asarray(values, dtype=np.float64) * 1e9, unit="ns"))
+        if col.format:  # read as text: write text in the same format
+            return ts.dt.strftime(col.format).astype(object).where(ts.notna(), None).astype(col.dtype)
+        if "UTC" in col.dtype or "," in col.dtype:  # tz-aware
+            ts = ts.dt.tz_localize("UTC")
+        return ts.astype(col.dtype)
+    s = pd.Series(values)
+    try:
+        return s.astype(col.dtype)
+    except (TypeError, ValueError):
+        # e.g. int64 with a generated NaN (a constant column with missing values): keep the NaN
+        return s.astype(
+            "Float64" if col.kind == "continuous" else "Int64" if col.kind == "integer" else object
+        )

@@ -1,0 +1,332 @@
+"""ganforge.tabular: schema inference, the transformer's round trip, edge cases, the model's
+determinism and save/load, the reports and the `ganforge tabular` commands, all on tiny tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ganforge.cli import main
+from ganforge.data import Dataset
+from ganforge.errors import ConfigError, DataError
+from ganforge.families.tabular import Layout, TableSampler
+from ganforge.tabular import (
+    TableTransformer,
+    TabularGAN,
+    TabularWarning,
+    infer_schema,
+    read_table,
+    write_table,
+)
+from ganforge.tabular.mixture import fit_dp_mixture
+from ganforge.tabular.report import evaluate, write_report
+
+TINY = {"z_dim": 8, "g_dims": (16,), "d_dims": (16,), "pac": 2, "batch_size": 20}
+
+
+def tiny(**kw) -> TabularGAN:
+    return TabularGAN(**{"steps": 3, **TINY, **kw})
+
+
+def mixed(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Every column kind, with missing values in some."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "price": np.round(np.exp(rng.normal(5, 1, n)), 2),  # continuous, 2 decimals
+            "age": rng.integers(18, 90, n),  # integer
+            "city": rng.choice(["paris", "lyon", "nice"], n, p=[0.6, 0.3, 0.1]),  # categorical text
+            "stars": rng.choice([1, 2, 3], n),  # categorical numbers
+            "member": rng.random(n) < 0.3,  # boolean
+            "joined": pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 400, n), unit="D"),
+            "seen": (pd.Timestamp("2022-03-01") + pd.to_timedelta(rng.integers(0, 90, n), unit="D")).strftime(
+                "%d/%m/%Y"
+            ),  # dates as text
+            "score": np.where(rng.random(n) < 0.2, np.nan, rng.normal(0, 1, n)),  # continuous with NaN
+            "tier": np.where(rng.random(n) < 0.2, None, rng.choice(["a", "b"], n)),  # categorical with NaN
+            "const": 7,
+            "user_id": np.arange(1000, 1000 + n),  # id
+            "code": [f"K{i:05d}" for i in range(n)],  # text id
+        }
+    )
+
+
+# --- schema and transformer ------------------------------------------------------------------------
+
+
+def test_schema_inference():
+    kinds = {c.name: c.kind for c in infer_schema(mixed()).columns}
+    assert kinds == {
+        "price": "continuous",
+        "age": "integer",
+        "city": "categorical",
+        "stars": "categorical",
+        "member": "boolean",
+        "joined": "datetime",
+        "seen": "datetime",
+        "score": "continuous",
+        "tier": "categorical",
+        "const": "categorical",
+        "user_id": "id",
+        "code": "id",
+    }
+    s = infer_schema(mixed())
+    assert s["price"].decimals == 2 and s["score"].nullable and s["seen"].format == "%d/%m/%Y"
+
+
+def test_schema_overrides_and_their_errors(tmp_path):
+    path = tmp_path / "schema.yaml"
+    path.write_text("columns:\n  age: continuous\n  price: {min: 0, clip: false}\n", encoding="utf-8")
+    s = infer_schema(mixed(), path)
+    assert s["age"].kind == "continuous" and s["price"].min == 0 and not s["price"].clip
+    with pytest.raises(DataError, match="unknown column 'prise'.*did you mean 'price'"):
+        infer_schema(mixed(), {"prise": "integer"})
+    with pytest.raises(DataError, match="unknown kind 'integr'"):
+        infer_schema(mixed(), {"age": "integr"})
+    with pytest.raises(DataError, match="unknown field 'maxx'"):
+        infer_schema(mixed(), {"age": {"maxx": 3}})
+
+
+def test_every_column_kind_round_trips():
+    df = mixed()
+    tr = TableTransformer(infer_schema(df)).fit(df)
+    x = tr.transform(df)
+    assert x.dtype == np.float32 and x.shape == (len(df), tr.width) and np.isfinite(x).all()
+    back = tr.inverse(x)
+    assert list(back.columns) == list(df.columns)
+    assert (back.dtypes == df.dtypes).all()
+    for name in ("city", "stars", "member", "joined", "seen", "tier", "const", "age"):
+        pd.testing.assert_series_equal(back[name], df[name], check_names=False)
+    np.testing.assert_allclose(back["price"], df["price"], rtol=1e-5)
+    np.testing.assert_allclose(back["score"], df["score"], rtol=1e-4, atol=1e-5)  # NaN where NaN
+    assert back["user_id"].is_unique and back["code"].is_unique  # IDs: fresh unique keys
+    assert back["code"].str.fullmatch(r"K\d{5}").all()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_mixture_matches_scikit_learns_variational_mixture():
+    from scipy.stats import norm
+    from sklearn.mixture import BayesianGaussianMixture
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 1, 900), rng.normal(10, 0.5, 300)]
+    mix = fit_dp_mixture(x, n_components=10, concentration=1e-3)
+    near_ten = np.abs(mix.means - 10) < 2
+    assert mix.weights[near_ten].sum() == pytest.approx(0.25, abs=0.01)
+    ref = BayesianGaussianMixture(
+        n_components=10, weight_concentration_prior_type="dirichlet_process", weight_concentration_prior=1e-3
+    ).fit(x[:, None])
+
+    def loglik(w, m, v):
+        return np.log((w * norm.pdf(x[:, None], m, np.sqrt(v))).sum(1)).mean()
+
+    ours = loglik(mix.weights, mix.means, mix.variances)
+    theirs = loglik(ref.weights_, ref.means_[:, 0], ref.covariances_[:, 0, 0])
+    assert ours == pytest.approx(theirs, abs=0.02)
+
+
+# --- the family's training-by-sampling ---------------------------------------------------------------
+
+
+def test_training_by_sampling_pairs_rows_with_their_condition():
+    df = mixed(400)
+    tr = TableTransformer(infer_schema(df)).fit(df)
+    x = torch.from_numpy(tr.transform(df))
+    layout = Layout(tr.spans, tr.cond_spans, tr.width)
+    sampler = TableSampler(x, layout, batch_size=4000, seed=0, log_frequency=True)
+    batch = sampler.next_batch(Dataset(x=x, kind="table"))
+    c_real, rows = batch["c_real"], batch["x"]
+    for start, off, w in zip(layout.cond_starts, layout.cond_offsets, layout.cond_widths):
+        chosen = c_real[:, off : off + w].sum(1) == 1
+        assert (rows[chosen, start : start + w].argmax(1) == c_real[chosen, off : off + w].argmax(1)).all()
+    # log-frequency: the rare city (10 %) is drawn far more often than its share.
+    city = tr.cond_spans.index(next(i for i, s in enumerate(tr.spans) if s == "softmax:3"))
+    off = layout.cond_offsets[city]
+    picked = batch["c"][:, off : off + 3]
+    share = picked[:, 0].sum() / picked.sum()  # categories sorted: lyon, nice, paris -> nice at 1
+    assert picked.sum() > 0 and 0.15 < (picked[:, 1].sum() / picked.sum()) < 0.45 and share > 0.1
+
+
+# --- model: fit, sample, determinism, conditions, save/load --------------------------------------------
+
+
+def test_fit_sample_keeps_columns_dtypes_and_domains():
+    df = mixed()
+    synth = tiny().fit(df).sample(300)
+    assert list(synth.columns) == list(df.columns) and (synth.dtypes == df.dtypes).all()
+    assert set(synth["city"]) <= set(df["city"]) and set(synth["stars"]) <= {1, 2, 3}
+    assert (
+        synth["age"].between(18, 89).all()
+        and synth["price"].between(df["price"].min(), df["price"].max()).all()
+    )
+    assert (synth["const"] == 7).all() and synth["user_id"].is_unique
+    assert synth["price"].round(2).equals(synth["price"])
+
+
+def test_same_seed_same_samples_and_save_load(tmp_path):
+    df = mixed()
+    a, b = tiny(seed=3).fit(df), tiny(seed=3).fit(df)
+    pd.testing.assert_frame_equal(a.sample(50), b.sample(50))
+    assert not a.sample(50, seed=1).equals(a.sample(50, seed=2))
+    a.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "model.safetensors",
+        "stats.jsonl",
+        "tabular.json",
+    ]
+    pd.testing.assert_frame_equal(TabularGAN.load(tmp_path / "m").sample(50), a.sample(50))
+
+
+def test_conditional_sampling_and_its_errors():
+    model = tiny().fit(mixed())
+    out = model.sample(30, conditions={"city": "nice", "member": True})
+    assert (out["city"] == "nice").all() and out["member"].all()
+    assert (model.sample(10, conditions={"stars": "2"})["stars"] == 2).all()  # text from a command line
+    with pytest.raises(DataError, match="unknown column 'citi'.*did you mean 'city'"):
+        model.sample(5, conditions={"citi": "nice"})
+    with pytest.raises(DataError, match="no value 'rome'"):
+        model.sample(5, conditions={"city": "rome"})
+    with pytest.raises(DataError, match="only condition on categorical"):
+        model.sample(5, conditions={"age": 30})
+
+
+def test_family_refuses_stabilisers_that_ignore_the_conditional_vector():
+    from ganforge.api import build_config
+    from ganforge.families import FAMILIES, DataSpec
+
+    spec = DataSpec("table", (3,))
+    cfg = build_config({"model": "tabular", "stab": {"r1_gamma": 1.0}}, spec)
+    with pytest.raises(ConfigError, match="does not support stab.r1_gamma"):
+        FAMILIES.get("tabular")(cfg, spec)
+
+
+def test_unfitted_and_bad_arguments():
+    with pytest.raises(ConfigError, match="not fitted"):
+        TabularGAN().sample(3)
+    with pytest.raises(ConfigError, match="multiple of stab.pac"):
+        TabularGAN(steps=1, batch_size=25, pac=10).fit(mixed())
+
+
+# --- edge cases --------------------------------------------------------------------------------------------
+
+
+def test_one_row_is_repeated_with_a_warning():
+    df = mixed().iloc[:1]
+    with pytest.warns(TabularWarning, match="only 1 rows"):
+        model = tiny().fit(df)
+    out = model.sample(3)
+    assert (
+        len(out) == 3
+        and (out["city"] == df["city"].iloc[0]).all()
+        and (out["price"] == df["price"].iloc[0]).all()
+    )
+
+
+def test_one_column_numeric_only_and_few_rows():
+    one = tiny().fit(pd.DataFrame({"x": ["a", "b", "b", "c"] * 5})).sample(20)
+    assert set(one["x"]) <= {"a", "b", "c"}
+    few = pd.DataFrame({"x": [1.5, 2.25, 3.0, 8.5], "y": [0.1, 0.2, 0.3, 0.4]})  # 4 rows < 10 modes
+    model = tiny(batch_size=4).fit(few)
+    assert len(model.transformer.codecs[0].means) <= 4
+    out = model.sample(10)
+    assert out["x"].between(1.5, 8.5).all() and model.trainer.family.layout.cond_dim == 0
+
+
+def test_all_constant_or_id_table_needs_no_network():
+    df = pd.DataFrame({"k": range(30), "c": ["same"] * 30})  # an ID and a constant
+    with pytest.warns(TabularWarning, match="nothing to learn"):
+        model = tiny().fit(df)
+    out = model.sample(4)
+    assert model.trainer is None and list(out["c"]) == ["same"] * 4 and out["k"].is_unique
+
+
+def test_high_cardinality_warns():
+    df = pd.DataFrame({"name": [f"n{i % 250}" for i in range(500)], "v": np.arange(500) % 7 * 1.5})
+    with pytest.warns(TabularWarning, match="250 categories"):
+        TableTransformer(infer_schema(df)).fit(df)
+
+
+def test_reading_bad_files(tmp_path):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("a,b\n", encoding="utf-8")
+    (tmp_path / "semi.csv").write_text("a;b\n1;x\n2;y\n", encoding="utf-8")
+    (tmp_path / "latin.csv").write_bytes("name,v\ncaf\xe9,1\nthe,2\n".encode("latin-1"))
+    (tmp_path / "data.xlsx").write_bytes(b"x")
+    with pytest.raises(DataError, match="is empty"):
+        read_table(tmp_path / "empty.csv")
+    with pytest.raises(DataError, match="no rows"):
+        read_table(tmp_path / "header.csv")
+    with pytest.raises(DataError, match="wrong delimiter"):
+        read_table(tmp_path / "semi.csv", delimiter=",")
+    assert list(read_table(tmp_path / "semi.csv")[0].columns) == ["a", "b"]  # detected
+    with pytest.raises(DataError, match="0xe9 on line 2 is not valid utf-8"):
+        read_table(tmp_path / "latin.csv")
+    assert read_table(tmp_path / "latin.csv", encoding="latin-1")[0]["name"][0] == "café"
+    with pytest.raises(DataError, match="unsupported table format .xlsx"):
+        read_table(tmp_path / "data.xlsx")
+    with pytest.raises(DataError, match="not found"):
+        read_table(tmp_path / "missing.csv")
+
+
+def test_parquet_round_trip_keeps_dtypes(tmp_path):
+    df = mixed(40)
+    write_table(df, tmp_path / "t.parquet")
+    back, src = read_table(tmp_path / "t.parquet")
+    assert src.format == "parquet" and (back.dtypes == df.dtypes).all()
+
+
+# --- reports -------------------------------------------------------------------------------------------------
+
+
+def test_report_on_identical_tables_and_html(tmp_path):
+    df = mixed(200)
+    train, hold = df.iloc[:150], df.iloc[150:]
+    rep = evaluate(train, train, holdout=hold, target="city")
+    assert rep["summary"]["fidelity"] == pytest.approx(1.0)
+    assert rep["privacy"]["exact_copies"] == 1.0 and rep["privacy"]["dcr_synthetic"]["dcr_median"] == 0.0
+    assert rep["utility"]["ratio"] == pytest.approx(1.0) and 0 <= rep["privacy"]["mia_auc"] <= 1
+    page = write_report(rep, tmp_path / "r.html", train, train).read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") >= 3 and "Membership" in page
+    json.loads(write_report(rep, tmp_path / "r.json").read_text(encoding="utf-8"))
+    with pytest.raises(DataError, match="missing \\['price'\\]"):
+        evaluate(train, train.drop(columns="price"))
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------------
+
+
+def test_cli_fit_sample_report(tmp_path, capsys):
+    df = mixed(150)
+    df.iloc[:100].to_csv(tmp_path / "real.csv", index=False)
+    df.iloc[100:].to_csv(tmp_path / "hold.csv", index=False)
+    run, synth, rep = tmp_path / "run", tmp_path / "synth.csv", tmp_path / "rep.html"
+    args = ["--steps", "2", "--batch-size", "20", "--pac", "2", "--quiet"]
+    assert main(["tabular", "fit", str(tmp_path / "real.csv"), "--out", str(run), *args]) == 0
+    assert (
+        main(["tabular", "sample", str(run), "--n", "40", "--out", str(synth), "--condition", "city=lyon"])
+        == 0
+    )
+    out = pd.read_csv(synth)
+    assert len(out) == 40 and list(out.columns) == list(df.columns) and (out["city"] == "lyon").all()
+    cmd = ["tabular", "report", str(tmp_path / "real.csv"), str(synth), "--out", str(rep)]
+    assert main([*cmd, "--holdout", str(tmp_path / "hold.csv"), "--target", "member"]) == 0
+    assert rep.read_text(encoding="utf-8").startswith("<!doctype html>")
+    capsys.readouterr()
+    # User errors: one line, exit 2, nothing written.
+    assert main(["tabular", "fit", str(tmp_path / "real.csv"), "--out", str(run), *args]) == 2
+    assert main(["tabular", "sample", str(run), "--out", str(tmp_path / "x.xlsx")]) == 2
+    assert (
+        main(["tabular", "sample", str(run), "--out", str(tmp_path / "y.csv"), "--condition", "town=x"]) == 2
+    )
+    assert main(["tabular", "fit", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r2"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("ganforge: error: ") for line in err)
+    assert (
+        not (tmp_path / "x.xlsx").exists()
+        and not (tmp_path / "y.csv").exists()
+        and not (tmp_path / "r2").exists()
+    )
