@@ -129,11 +129,16 @@ def test_missing_config_file_and_bad_yaml(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def newest_checkpoint(run_dir):
+    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
+    return run_dir / "checkpoints" / manifest["checkpoints"][-1]["file"]
+
+
 def test_existing_run_folder_is_not_overwritten(ring_run, capsys):
-    before = (ring_run / "checkpoint.safetensors").read_bytes()
+    before = newest_checkpoint(ring_run).read_bytes()
     assert main(train_args(ring_run)) == 2
     assert "already exists" in capsys.readouterr().err
-    assert (ring_run / "checkpoint.safetensors").read_bytes() == before
+    assert newest_checkpoint(ring_run).read_bytes() == before
 
 
 def test_resume_without_checkpoint(tmp_path, capsys):
@@ -164,10 +169,11 @@ def test_bad_sample_arguments(ring_run, tmp_path, capsys, args, message):
 def test_sample_from_missing_or_corrupt_run(tmp_path, capsys, ring_run):
     assert main(["sample", str(tmp_path / "nope"), "--out", str(tmp_path / "s.npy")]) == 2
     assert "run folder not found" in capsys.readouterr().err
-    (ring_run / "checkpoint.safetensors").write_bytes(b"\x00" * 10)
+    newest_checkpoint(ring_run).write_bytes(b"\x00" * 10)  # the run's only checkpoint
     assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.npy")]) == 2
     err = capsys.readouterr().err
-    assert "not a readable ganforge checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert "no usable checkpoint" in err and "checksum mismatch" in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.npy").exists()
 
 
@@ -180,6 +186,6 @@ def test_pickle_checkpoint_is_refused_without_unpickling(tmp_path, capsys, ring_
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    (ring_run / "checkpoint.safetensors").write_bytes(pickle.dumps(Evil()))
+    newest_checkpoint(ring_run).write_bytes(pickle.dumps(Evil()))
     assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.npy")]) == 2
     assert not marker.exists()

@@ -27,8 +27,14 @@ def run(tmp_path, name, model="mlp", data="ring8", steps=6, extra=(), **kw):
     )
 
 
+def newest_checkpoint(run_dir):
+    """The newest checkpoint listed in RUN/checkpoints/manifest.json."""
+    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
+    return run_dir / "checkpoints" / manifest["checkpoints"][-1]["file"]
+
+
 def weights(run_dir):
-    return load_file(str(run_dir / "checkpoint.safetensors"))
+    return load_file(str(newest_checkpoint(run_dir)))
 
 
 def assert_same_tensors(a, b):

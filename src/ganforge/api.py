@@ -20,7 +20,7 @@ from .config import Config, DataConfig, from_dict, load_file, merge, overrides_t
 from .data import Dataset, load_dataset
 from .diagnostics import Monitor
 from .engine import Callback, Trainer
-from .engine.checkpoint import load_checkpoint
+from .engine.rng import seed_global_rngs
 from .engine.run import Progress, RunFolder, RunWriter
 from .errors import CheckpointError, ConfigError, GanforgeError
 from .families import FAMILIES, DataSpec
@@ -32,9 +32,11 @@ RESUMABLE_CHANGES = {
     "train.log_every",
     "train.sample_every",
     "train.ckpt_every",
+    "train.keep_last",
     "train.device",
 }
 RESUMABLE_SECTIONS = {"monitor", "eval"}  # watching or measuring training does not change it
+SECTIONS = {"data", "loss", "train", "stab", "eval", "monitor", "net"}  # the Config fields that are mappings
 
 
 def default_model(spec: DataSpec) -> str:
@@ -65,6 +67,10 @@ def user_settings(
 ) -> dict[str, Any]:
     """Merge a config file, named flags (data, model, loss, steps, ...) and `key=value` overrides."""
     settings = load_file(config) if config else {}
+    for key, value in settings.items():  # checked here: a named flag would otherwise replace it
+        shorthand = key == "loss" and isinstance(value, str)  # `loss: hinge`
+        if key in SECTIONS and not isinstance(value, (dict, type(None))) and not shorthand:
+            raise ConfigError(f"config file {config}: {key}: expected a mapping of settings, got {value!r}")
     named = {
         "model": flags.pop("model", None),
         "data": {"name": flags.pop("data", None)},
@@ -177,8 +183,10 @@ def train(
     """Train a GAN and write its run folder at `out`; returns the trained model.
 
     `resume=True` continues the run in `out` (error when it has no checkpoint); `resume="auto"`
-    continues it when a checkpoint exists and starts fresh otherwise. Everything is checked
-    before anything is written, so a bad argument leaves `out` untouched.
+    continues it when a checkpoint exists and starts fresh otherwise. Resuming takes the newest
+    checkpoint whose checksum verifies, with a warning when a newer one was corrupt. Everything
+    is checked before anything is written, so a bad argument leaves `out` untouched. A fresh run
+    seeds Python's, NumPy's and torch's global RNGs with `train.seed`; a resumed one restores them.
     """
     folder = RunFolder(out)
     resuming = False
@@ -187,8 +195,12 @@ def train(
     if resume and folder.has_checkpoint():
         resuming = True
     elif resume is True:
-        raise CheckpointError(f"cannot resume: {folder.root} holds no checkpoint.safetensors")
-    elif not folder.is_empty():
+        if not folder.root.exists():
+            raise CheckpointError(f"cannot resume: no run folder at {folder.root}")
+        if not folder.root.is_dir():
+            raise CheckpointError(f"cannot resume: {folder.root} is a file, not a run folder")
+        raise CheckpointError(f"cannot resume: {folder.root} holds no checkpoint")
+    elif not folder.is_empty() and not (resume == "auto" and folder.never_checkpointed()):
         if folder.root.is_file():
             raise ConfigError(f"--out {folder.root} is a file, not a folder")
         raise ConfigError(
@@ -208,15 +220,21 @@ def train(
         device=device,
     )
     if resuming:
-        tensors, meta = load_checkpoint(folder.checkpoint)
+        tensors, meta, ckpt_path = folder.checkpoints.load()
+        if settings.get("model", meta["model"]) != meta["model"]:
+            raise ConfigError(
+                f"cannot resume {folder.root} as model {settings['model']!r}: it trains {meta['model']!r} "
+                "(start a new run folder for another model)"
+            )
         settings = merge(meta["config"], settings)
     ds = load_dataset(data_config(settings))
     spec = spec_of(ds)
     cfg = build_config(settings, spec)
     if resuming:
+        before = to_dict(build_config(meta["config"], spec))  # keys added since then: their defaults
         changed = [
             k
-            for k in diff_keys(meta["config"], to_dict(cfg))
+            for k in diff_keys(before, to_dict(cfg))
             if k not in RESUMABLE_CHANGES and k.split(".")[0] not in RESUMABLE_SECTIONS
         ]
         if changed and not allow_config_change:
@@ -242,29 +260,36 @@ def train(
                 f"the data no longer matches the run in {folder.root}: "
                 f"{meta['spec']} then, {spec.to_dict()} now"
             )
-        trainer.load_state(tensors, meta)
+        try:
+            trainer.load_state(tensors, meta)
+        except CheckpointError as err:
+            raise CheckpointError(f"{ckpt_path}: {err}") from None
+    else:
+        seed_global_rngs(cfg.train.seed)
     folder.write_config(trainer, ds.notes)
     trainer.fit()
     return GAN(trainer, folder.root)
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> GAN:
-    """Load a run folder's model for sampling (EMA weights when the run kept them)."""
+    """Load a run folder's model for sampling (EMA weights when the run kept them), from its
+    newest checkpoint that verifies (a warning says when a newer one was skipped)."""
     folder = RunFolder(run_dir)
     if not folder.root.is_dir():
         raise CheckpointError(f"run folder not found: {folder.root}")
-    tensors, meta = load_checkpoint(folder.checkpoint)
+    tensors, meta, path = folder.checkpoints.load()
     try:
         spec = DataSpec.from_dict(meta["spec"])
         settings = dict(meta["config"])
     except (KeyError, TypeError, ValueError):
-        raise CheckpointError(
-            f"{folder.checkpoint}: checkpoint metadata lacks the config or data spec"
-        ) from None
+        raise CheckpointError(f"{path}: checkpoint metadata lacks the config or data spec") from None
     settings = merge(settings, {"train": {"device": device}})
     cfg = build_config(settings, spec)
     trainer = Trainer(cfg, spec, data=None)
-    trainer.load_state(tensors, meta, weights_only=True)
+    try:
+        trainer.load_state(tensors, meta, weights_only=True)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return GAN(trainer, folder.root)
 
 

@@ -7,8 +7,11 @@ nothing is written before all inputs are checked.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .engine import Callback
-from .errors import GanforgeError
+from .errors import GanforgeError, GanforgeWarning
 
 SAMPLE_FORMATS = (".png", ".npy", ".npz")
 
@@ -37,16 +40,21 @@ class StopOnSignal(Callback):
                 raise KeyboardInterrupt
             trainer.stop_requested = True
             print(
-                f"\nganforge: {signal.Signals(signum).name} received; saving a checkpoint at step "
-                f"{trainer.step + 1} and stopping",
+                f"\nganforge: {signal.Signals(signum).name} received; stopping after the current step "
+                "with a checkpoint",
                 file=sys.stderr,
             )
 
         self.previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def on_train_end(self, trainer: Any) -> None:
-        for sig, old in self.previous.items():
+        self.restore()
+
+    def restore(self) -> None:
+        """Put the previous handlers back (also when training ended with an error)."""
+        for sig, old in getattr(self, "previous", {}).items():
             signal.signal(sig, old)
+        self.previous = {}
 
 
 def build_parser() -> ArgumentParser:
@@ -92,7 +100,67 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--device", default="cpu")
 
     sub.add_parser("list", help="list models, losses and datasets")
+
+    e = sub.add_parser("evaluate", help="measure a trained run (FID, KID, precision/recall, IS, modes)")
+    e.add_argument("run", type=Path, help="run folder")
+    e.add_argument(
+        "--metrics", default="fid,kid,pr,dc,is,modes", help="comma-separated (default: all that apply)"
+    )
+    e.add_argument("--n", type=int, help="generated samples (default 10000; 2500 for 2-D toy data)")
+    e.add_argument(
+        "--against", metavar="DATA", help="compare with this dataset or path (default: the run's data)"
+    )
+    e.add_argument("--seed", type=int, default=0, help="noise seed of the samples")
+    e.add_argument("--inception-weights", type=Path, metavar="PATH", help="FID Inception weights (RGB data)")
+    e.add_argument("--extractor", help="features: digits, points or inception (default: by data)")
+    e.add_argument("--resize", choices=("legacy", "clean"), default="legacy", help="Inception resizing")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    w = sub.add_parser("sweep", help="train a grid of settings x seeds and compare them (heat maps)")
+    w.add_argument("--data", required=True, help="dataset name or path")
+    w.add_argument("--model")
+    w.add_argument("--loss")
+    w.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        required=True,
+        help="a config key and the values to try (repeat for more axes)",
+    )
+    w.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    w.add_argument("--steps", type=int)
+    w.add_argument(
+        "--metric",
+        help="value to compare: rkl, modes, fid, kid, precision, recall, coverage, is "
+        "(default: rkl for toy mixtures, else fid)",
+    )
+    w.add_argument("--n", type=int, help="samples per evaluation")
+    w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    w.add_argument("--out", type=Path, required=True, help="sweep folder (re-running continues it)")
+
+    add_tabular_parser(sub)
     return p
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    sweep(
+        args.data,
+        args.grid,
+        args.out,
+        seeds=args.seeds,
+        model=args.model,
+        loss=args.loss,
+        steps=args.steps,
+        metric=args.metric,
+        overrides=args.overrides,
+        n=args.n,
+    )
+    print((args.out / "summary.md").read_text(encoding="utf-8"), end="")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -110,22 +178,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         out, resume = Path(args.resume), True
     if out is None:
         raise GanforgeError("--out RUN_DIR is required (the run folder to write)")
-    gan = train(
-        data=args.data,
-        model=args.model,
-        loss=args.loss,
-        out=out,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        config=args.config,
-        overrides=args.overrides,
-        resume=resume,
-        allow_config_change=args.allow_config_change,
-        progress=not args.quiet,
-        callbacks=[StopOnSignal()],
-    )
+    stop = StopOnSignal()
+    try:
+        gan = train(
+            data=args.data,
+            model=args.model,
+            loss=args.loss,
+            out=out,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            config=args.config,
+            overrides=args.overrides,
+            resume=resume,
+            allow_config_change=args.allow_config_change,
+            progress=not args.quiet,
+            callbacks=[stop],
+        )
+    finally:
+        stop.restore()
     print(f"run folder: {out}  (step {gan.step}; samples in {out / 'samples'})", file=sys.stderr)
     return 0
 
@@ -169,14 +241,226 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate, format_result
+
+    result = evaluate(
+        args.run,
+        metrics=args.metrics,
+        n=args.n,
+        against=args.against,
+        seed=args.seed,
+        inception_weights=args.inception_weights,
+        extractor=args.extractor,
+        resize=args.resize,
+        device=args.device,
+    )
+    print(json.dumps(result) if args.json else format_result(result))
+    return 0
+
+
+# --- `ganforge tabular ...`: synthetic tables (ganforge.tabular) ------------------------------------
+
+
+def add_tabular_parser(sub: Any) -> None:
+    tp = sub.add_parser("tabular", help="synthetic tables: fit a CTGAN-class model, sample, report")
+    tsub = tp.add_subparsers(dest="tabular_command", required=True, parser_class=ArgumentParser)
+    table_opts = ArgumentParser(add_help=False)
+    table_opts.add_argument("--delimiter", help="CSV delimiter (default: detected among , ; tab |)")
+    table_opts.add_argument("--encoding", default="utf-8", help="text encoding of CSV files (default utf-8)")
+    table_opts.add_argument("--schema", type=Path, help="JSON/YAML file overriding inferred column kinds")
+
+    f = tsub.add_parser(
+        "fit", parents=[table_opts], help="learn a table (.csv/.tsv/.parquet), write a model folder"
+    )
+    f.add_argument("data", type=Path, help="the table")
+    f.add_argument("--out", type=Path, required=True, help="model folder to create")
+    f.add_argument("--epochs", type=int, default=300, help="passes over the data (default 300, as CTGAN)")
+    f.add_argument("--steps", type=int, help="generator steps in total (overrides --epochs)")
+    f.add_argument("--batch-size", type=int, default=500, help="a multiple of --pac (default 500)")
+    f.add_argument("--pac", type=int, default=10, help="rows the critic judges together (default 10)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--quiet", action="store_true", help="no progress display")
+
+    s = tsub.add_parser("sample", help="generate rows from a model folder")
+    s.add_argument("run", type=Path, help="model folder written by `ganforge tabular fit`")
+    s.add_argument("--n", type=int, default=1000, help="rows to generate (default 1000)")
+    s.add_argument("--out", type=Path, required=True, help="output table: .csv, .tsv or .parquet")
+    s.add_argument("--seed", type=int, help="noise seed (default: the model's)")
+    s.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        metavar="COL=VALUE",
+        help="fix a categorical column (repeatable)",
+    )
+
+    r = tsub.add_parser(
+        "report", parents=[table_opts], help="fidelity, utility and privacy of a synthetic table"
+    )
+    r.add_argument("real", type=Path, help="the training table")
+    r.add_argument("synthetic", type=Path, help="the synthetic table")
+    r.add_argument("--out", type=Path, required=True, help="report file: .html (with plots) or .json")
+    r.add_argument(
+        "--holdout", type=Path, help="real rows kept out of training (privacy baselines, utility test)"
+    )
+    r.add_argument("--target", help="column to predict for the utility score")
+    r.add_argument("--json", type=Path, dest="json_out", help="also write the report as JSON here")
+    r.add_argument("--seed", type=int, default=0)
+
+    c = tsub.add_parser("schema", parents=[table_opts], help="print the inferred column kinds (YAML)")
+    c.add_argument("data", type=Path, help="the table")
+
+
+def cmd_tabular(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .tabular.transformer import TabularWarning
+
+    commands = {"fit": _tab_fit, "sample": _tab_sample, "report": _tab_report, "schema": _tab_schema}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TabularWarning)
+        try:
+            return commands[args.tabular_command](args)
+        finally:
+            for w in caught:
+                if issubclass(w.category, TabularWarning):
+                    print(f"ganforge: warning: {w.message}", file=sys.stderr)
+
+
+def _tab_fit(args: argparse.Namespace) -> int:
+    from .tabular import TabularGAN
+
+    if args.out.exists() and (args.out.is_file() or any(args.out.iterdir())):
+        raise GanforgeError(f"--out {args.out} already exists and is not empty; choose another folder")
+    model = TabularGAN(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        seed=args.seed,
+        pac=args.pac,
+        schema=args.schema,
+        device=args.device,
+        verbose=not args.quiet,
+    )
+    model.fit(args.data, delimiter=args.delimiter, encoding=args.encoding)
+    model.save(args.out)
+    info = model.info
+    print(
+        f"model folder: {args.out}  ({info['rows']} rows, {info.get('steps', 0)} steps, "
+        f"{info.get('fit_seconds', 0):.1f} s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _tab_sample(args: argparse.Namespace) -> int:
+    from .tabular import TabularGAN, write_table
+    from .tabular.io import table_format
+
+    table_format(args.out)  # an unsupported suffix fails before any work
+    if args.n < 1:
+        raise GanforgeError(f"--n must be at least 1, got {args.n}")
+    conditions = {}
+    for text in args.condition:
+        col, sep, value = text.partition("=")
+        if not sep or not col:
+            raise GanforgeError(f"--condition {text!r} is not of the form COLUMN=VALUE")
+        conditions[col] = value
+    model = TabularGAN.load(args.run)
+    df = model.sample(args.n, conditions=conditions or None, seed=args.seed)
+    write_table(df, args.out, model.source)
+    print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _tab_report(args: argparse.Namespace) -> int:
+    from .tabular import read_table
+    from .tabular.report import evaluate, write_report
+
+    for path in (args.out, args.json_out):
+        if path is not None and path.suffix.lower() not in (".html", ".htm", ".json"):
+            raise GanforgeError(
+                f"{path}: report format {path.suffix or '(none)'} unknown; use .html or .json"
+            )
+
+    def read(path: Path) -> Any:
+        return read_table(path, delimiter=args.delimiter, encoding=args.encoding)[0]
+
+    real, synth = read(args.real), read(args.synthetic)
+    holdout = read(args.holdout) if args.holdout else None
+    from .tabular import infer_schema
+
+    schema = infer_schema(real, args.schema)
+    report = evaluate(real, synth, holdout=holdout, target=args.target, schema=schema, seed=args.seed)
+    write_report(report, args.out, real, synth, schema)
+    if args.json_out:
+        write_report(report, args.json_out)
+    s = report["summary"]
+    ratio = "" if s["utility_ratio"] is None else f", utility ratio {s['utility_ratio']:.3f}"
+    print(
+        f"fidelity {s['fidelity']:.3f}{ratio}, exact copies {s['exact_copies']:.3f}; report: {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _tab_schema(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .tabular import infer_schema, read_table
+
+    df, _ = read_table(args.data, delimiter=args.delimiter, encoding=args.encoding)
+    schema = infer_schema(df, args.schema)
+    cols = {}
+    for c in schema.columns:
+        entry = {"kind": c.kind}
+        if c.kind in ("continuous", "integer") and c.min is not None:
+            entry.update(min=c.min, max=c.max)
+        cols[c.name] = entry
+    print(yaml.safe_dump({"columns": cols}, sort_keys=False), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "sample": cmd_sample, "list": cmd_list}
-    try:
-        return commands[args.command](args)
-    except GanforgeError as err:
-        print(f"ganforge: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ganforge: interrupted", file=sys.stderr)
-        return 130
+    commands = {
+        "train": cmd_train,
+        "sample": cmd_sample,
+        "list": cmd_list,
+        "evaluate": cmd_evaluate,
+        "tabular": cmd_tabular,
+        "sweep": cmd_sweep,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", GanforgeWarning)
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        try:
+            return commands[args.command](args)
+        except GanforgeError as err:
+            print(f"ganforge: error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # a full disk outside the atomic writers (e.g. appending stats)
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            what = f" {err.filename}" if err.filename else ""
+            print(f"ganforge: error: cannot write{what}: {os.strerror(err.errno).lower()}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("ganforge: interrupted", file=sys.stderr)
+            return 130
+
+
+def _one_line_warnings(show: Any) -> Any:
+    """showwarning that prints ganforge's own warnings as one line, others as before."""
+
+    def showwarning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, GanforgeWarning):
+            print(f"ganforge: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return showwarning

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -60,11 +61,15 @@ class TrainConfig:
     log_every: int = 50  # steps between lines in stats.jsonl / the progress display
     sample_every: int = 500  # steps between sample grids in samples/ (0 = only at the end)
     ckpt_every: int = 500  # steps between checkpoints (0 = only at the end)
+    keep_last: int = 3  # checkpoints kept in RUN/checkpoints/ (older ones are deleted)
+    max_bad_steps: int = 20  # consecutive steps with NaN/inf losses or gradients before a rollback
+    max_rollbacks: int = 3  # rollbacks (each halving the learning rates) before training stops
     n_grid: int = 64  # samples in each grid, drawn from one fixed noise batch
 
     def validate(self) -> None:
         _at_least(self, 1, "train.", "steps", "batch_size", "n_dis", "log_every", "n_grid")
-        _at_least(self, 0, "train.", "sample_every", "ckpt_every", "seed")
+        _at_least(self, 1, "train.", "keep_last", "max_bad_steps")
+        _at_least(self, 0, "train.", "sample_every", "ckpt_every", "seed", "max_rollbacks")
         for key in ("g_lr", "d_lr"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
@@ -107,8 +112,8 @@ class EvalConfig:
     every: int = 0  # steps between evaluations during training (0 = off); see docs/evaluation.md
     metrics: str = "fid"  # comma-separated metric groups: fid, kid, pr, dc, is, modes
     n: int = 2000  # generated samples per evaluation
-    best: str = ""  # value that picks RUN/best.safetensors: fid, kid, rkl, modes, precision, recall, coverage, is ("" = the first metric's)
-    inception_weights: str = ""  # FID Inception weights file, for RGB data ("" = $GANFORGE_INCEPTION_WEIGHTS)
+    best: str = ""  # value kept best in RUN/best.safetensors: fid, kid, rkl, modes, precision, ... ("" = first metric's)
+    inception_weights: str = ""  # FID Inception weights for RGB data ("" = $GANFORGE_INCEPTION_WEIGHTS)
 
     def validate(self) -> None:
         from .evaluate import best_metric  # the metric names live with the metrics
@@ -244,14 +249,19 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -329,6 +339,8 @@ def overrides_to_dict(overrides: list[str]) -> dict[str, Any]:
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file as a dict (YAML through safe_load: no Python tags)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot read config file {path}: it is a folder, not a YAML or JSON file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

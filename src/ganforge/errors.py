@@ -26,6 +26,16 @@ class CheckpointError(GanforgeError):
     """A run folder or checkpoint that cannot be loaded."""
 
 
+class WriteError(GanforgeError, OSError):
+    """A file could not be written for a reason the user can fix (disk full, no permission).
+
+    Also an OSError, so code that catches OSError around writes keeps working."""
+
+
+class GanforgeWarning(UserWarning):
+    """Something the user should know that did not stop the work; the CLI prints it as one line."""
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' when a close match exists, else ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

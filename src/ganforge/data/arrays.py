@@ -43,7 +43,8 @@ def load_numpy(path: Path, resolution: int = 0) -> Dataset:
                 f"{path} holds an object array; pickled arrays are refused, save numbers"
             ) from None
         if "pickled" in str(e):
-            raise DataError(f"{path} is not a NumPy .npy/.npz file (pickled data is refused)") from None
+            what = "a pickle, which is refused" if _looks_pickled(path) else "not a NumPy .npy/.npz file"
+            raise DataError(f"{path} is {what}") from None
         raise DataError(f"cannot read {path}: {e}") from None
     except Exception as e:  # OSError, EOFError, BadZipFile, ... for a damaged file
         raise DataError(f"cannot read {path}: {e}") from None
@@ -66,6 +67,13 @@ def load_numpy(path: Path, resolution: int = 0) -> Dataset:
     return array_dataset(
         x, y, name=path.stem, source=str(path), resolution=resolution, class_names=class_names
     )
+
+
+def _looks_pickled(path: Path) -> bool:
+    """Pickle protocol 2+ starts with 0x80 and the protocol number (NumPy's fallback for old files)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _pick(keys: list[str], wanted: tuple[str, ...]) -> str | None:
@@ -100,7 +108,11 @@ def array_dataset(
     notes = list(notes or [])
     if x.dtype.kind not in "uif":
         raise DataError(f"{source}: expected a numeric array, got dtype {x.dtype}")
-    if x.ndim < 2 or x.shape[0] == 0:
+    if x.ndim < 2:
+        raise DataError(
+            f"{source}: expected (N, D) points or (N, H, W), (N, H, W, C), (N, C, H, W) images; got shape {x.shape}"
+        )
+    if x.shape[0] == 0:
         raise DataError(f"{source}: no examples (array shape {x.shape})")
     labels = None if y is None else _labels(y, x.shape[0], source)
     if class_names is not None and labels is not None and int(labels.max()) >= len(class_names):

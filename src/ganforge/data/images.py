@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, GanforgeWarning
 from .base import Dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -81,7 +81,7 @@ def load_image_folder(root: Path, resolution: int = 0) -> Dataset:
     if skipped:
         line = skipped_note(skipped)
         notes.append(line)
-        warnings.warn(line, stacklevel=3)
+        warnings.warn(line, GanforgeWarning, stacklevel=3)
     y, class_names = _labels(root, [p.path for p in probes], notes)
     return Dataset(
         x=torch.from_numpy(x), y=y, kind="image", name=root.name, class_names=class_names, notes=notes
@@ -159,12 +159,30 @@ def _open(path: Path) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _Skip(f"over {MAX_IMAGE_PIXELS:,} pixels, a possible decompression bomb") from None
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
-        raise _Skip(_reason(e)) from None
+        raise _Skip(_reason(e, path)) from None
 
 
-def _reason(e: Exception) -> str:
+def _reason(e: Exception, path: Path) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return "truncated" if "truncated" in text.lower() else text[:80]
+    return "truncated" if "truncated" in text.lower() or _cut_short(path) else text[:80]
+
+
+def _cut_short(path: Path) -> bool:
+    """A PNG without its IEND chunk or a JPEG without its end marker: the file was cut off.
+    (PIL's own message for these can be a vague 'cannot load this image'.)"""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 16))
+            tail = fh.read()
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG"):
+        return b"IEND" not in tail
+    if head.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" not in tail
+    return False
 
 
 def _probe(path: Path) -> _Probe:
@@ -206,7 +224,7 @@ def _decode(path: Path, side: int) -> np.ndarray:
         except _Skip:
             raise
         except Exception as e:
-            raise _Skip(_reason(e)) from None
+            raise _Skip(_reason(e, path)) from None
     if im.mode == "F":  # 16-bit greyscale, already in [0, 1]; filters may overshoot
         a = np.clip(a, 0.0, 1.0) * 2.0 - 1.0
     else:

@@ -3,7 +3,9 @@
 RUN/
   config.yaml              resolved config (what was actually trained)
   run.json                 ganforge/torch versions, data spec, dataset notes
-  checkpoint.safetensors   full training state (safetensors + JSON metadata, no pickle)
+  checkpoints/             the last `train.keep_last` full training states (safetensors + JSON
+    step_XXXXXX.safetensors  metadata, no pickle) and manifest.json with their steps and sha256;
+    manifest.json            resume and `load` take the newest that verifies (engine.checkpoint)
   stats.jsonl              one JSON line per `log_every` steps
   samples/step_XXXXXX.png  grids (or scatters, for 2-D data) from one fixed noise batch
   plots/training.png       losses, D outputs and gradient norms at the end
@@ -25,7 +27,8 @@ from .. import __version__
 from ..config import save_file
 from ..report import plot_training, save_grid, save_points
 from .callbacks import Callback
-from .checkpoint import atomic_write, save_checkpoint
+from .checkpoint import CheckpointStore, atomic_write
+from .guard import nonfinite_keys
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -36,16 +39,23 @@ class RunFolder:
         self.root = Path(root)
         self.config = self.root / "config.yaml"
         self.info = self.root / "run.json"
-        self.checkpoint = self.root / "checkpoint.safetensors"
+        self.checkpoints = CheckpointStore(
+            self.root / "checkpoints", legacy=self.root / "checkpoint.safetensors"
+        )
         self.stats = self.root / "stats.jsonl"
         self.samples = self.root / "samples"
         self.plots = self.root / "plots"
 
     def has_checkpoint(self) -> bool:
-        return self.checkpoint.is_file()
+        return self.checkpoints.exists()
 
     def is_empty(self) -> bool:
-        return not self.root.exists() or not any(self.root.iterdir())
+        return not self.root.exists() or (self.root.is_dir() and not any(self.root.iterdir()))
+
+    def never_checkpointed(self) -> bool:
+        """A run folder that a run killed before its first checkpoint left behind."""
+        written = self.config.is_file() or self.info.is_file()  # the first files a run writes
+        return self.root.is_dir() and written and not self.has_checkpoint()
 
     def write_config(self, trainer: Trainer, notes: list[str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -68,12 +78,21 @@ class RunFolder:
             return
         keep = [
             line
-            for line in self.stats.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
+            for line in self.stats.read_text(encoding="utf-8", errors="replace").splitlines()
+            if _step_of_line(line) <= step
         ]
         atomic_write(
             self.stats, lambda tmp: Path(tmp).write_text("".join(f"{ln}\n" for ln in keep), encoding="utf-8")
         )
+
+
+def _step_of_line(line: str) -> float:
+    """The step of a stats line; inf (dropped) for a torn or foreign one."""
+    try:
+        step = json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return math.inf
+    return step if isinstance(step, (int, float)) else math.inf
 
 
 class RunWriter(Callback):
@@ -84,6 +103,8 @@ class RunWriter(Callback):
         self.real_points = real_points  # a subsample of the real 2-D data, drawn under the scatters
         self.fixed_z: torch.Tensor | None = None
         self.fixed_y: torch.Tensor | None = None
+        self.saved_step: int | None = None  # step of the last checkpoint written
+        self.ckpt_due = False  # a checkpoint is due, waiting for a step without NaN/inf
 
     def on_train_start(self, trainer: Trainer) -> None:
         t = trainer.cfg.train
@@ -102,11 +123,16 @@ class RunWriter(Callback):
         if t.sample_every and trainer.step % t.sample_every == 0:
             self.write_samples(trainer)
         if t.ckpt_every and trainer.step % t.ckpt_every == 0:
+            self.ckpt_due = True
+        # Not in a streak of skipped (NaN/inf) steps: so the newest checkpoint is always one the
+        # divergence guard can roll back to; a due checkpoint waits for the next clean step.
+        if self.ckpt_due and trainer.guard.bad_steps == 0:
             self.write_checkpoint(trainer)
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.write_samples(trainer)
-        self.write_checkpoint(trainer)
+        if self.saved_step != trainer.step:
+            self.write_checkpoint(trainer)
         plot_training(
             self.folder.stats,
             self.folder.plots / "training.png",
@@ -125,7 +151,14 @@ class RunWriter(Callback):
 
     def write_checkpoint(self, trainer: Trainer) -> None:
         tensors, meta = trainer.state()
-        save_checkpoint(self.folder.checkpoint, tensors, meta)
+        bad = nonfinite_keys(tensors)
+        if bad:  # never save a NaN state; the guard rolls back to the last good one instead
+            trainer.guard.refuse_checkpoint(trainer, bad)
+            return
+        store = self.folder.checkpoints
+        path = store.save(tensors, meta, trainer.step, keep_last=trainer.cfg.train.keep_last)
+        trainer.guard.restore = store.loader(path)
+        self.saved_step, self.ckpt_due = trainer.step, False
 
 
 class Progress(Callback):

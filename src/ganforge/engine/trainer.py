@@ -5,6 +5,8 @@ Each step runs `n_dis` discriminator phases, then one generator phase (Goodfello
 zero grads -> backward -> optimiser step. Then the generator's weight average (EMA) is updated
 and callbacks see the step. All state lives in :class:`Trainer` and is checkpointed whole
 (weights, optimisers, EMA, RNG states, data position), so a resumed run is bit-identical on CPU.
+Every optimiser step goes through the divergence guard (:mod:`.guard`), which skips it on NaN/inf
+and rolls training back when that persists.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ..errors import CheckpointError
 from ..families import FAMILIES, DataSpec, Family
 from .callbacks import Callback
 from .checkpoint import flatten_optimizer, prefixed, unflatten_optimizer, unprefixed
+from .guard import Guard
+from .rng import global_rng_state, set_global_rng_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,8 +87,11 @@ class Trainer:
             G, D = self.family.networks()
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if t.ema_decay > 0 else None
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2))
+        # Fused Adam: faster, and it can skip a non-finite step on the device (see .guard).
+        fused = self.device.type in ("cpu", "cuda", "mps", "xpu")
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2), fused=fused)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2), fused=fused)
+        self.guard = Guard(t)
         self.noise = torch.Generator(device=self.device).manual_seed(t.seed + 1)
         self.data = data.to(self.device) if data is not None else None
         self.sampler = (
@@ -127,6 +134,7 @@ class Trainer:
         G.train()
         D.train()
         stats: dict[str, Tensor] = {}
+        skipped = torch.zeros((), device=self.device)  # optimiser steps the guard skipped (NaN/inf)
         self.set_learning_rates()
         family.progress = self.step / (self.cfg.stab.noise_steps or t.steps)
 
@@ -139,7 +147,7 @@ class Trainer:
             self.opt_D.zero_grad(set_to_none=True)
             d_loss.backward()
             d_stats["Grad/D"] = grad_norm(D)
-            self.opt_D.step()
+            skipped += self.guard.step(self.opt_D, d_loss, d_stats["Grad/D"])
             if family.loss.weight_clip:
                 with torch.no_grad():
                     torch._foreach_clamp_min_(list(D.parameters()), -self.cfg.loss.clip)
@@ -153,7 +161,7 @@ class Trainer:
             reg_loss, reg_stats = family.d_reg_loss(G, D, batch, self.noise)
             self.opt_D.zero_grad(set_to_none=True)
             (reg_loss * stab.reg_every).backward()
-            self.opt_D.step()
+            skipped += self.guard.step(self.opt_D, reg_loss, grad_norm(D))
             stats.update(reg_stats)
 
         # G phase: gradients flow through D to G, but only G is updated.
@@ -163,9 +171,10 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         g_loss.backward()
         g_stats["Grad/G"] = grad_norm(G)
-        self.opt_G.step()
+        skipped += self.guard.step(self.opt_G, g_loss, g_stats["Grad/G"])
         set_requires_grad(D, True)
         stats.update(g_stats)
+        stats["Guard/skipped"] = skipped
 
         if self.G_ema is not None:
             # Warm-up: early on, average over the few steps taken so far (TF's num_updates rule).
@@ -175,12 +184,12 @@ class Trainer:
         return stats
 
     def set_learning_rates(self) -> None:
-        """Learning rates for this step: a pure function of the step, so resume needs no state."""
+        """Learning rates for this step: a function of the step and the guard's rollbacks."""
         t = self.cfg.train
-        if t.lr_decay == "none":
-            return
-        frac = self.step / t.steps
-        factor = 1.0 - frac if t.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+        factor = self.guard.lr_scale
+        if t.lr_decay != "none":
+            frac = self.step / t.steps
+            factor *= 1.0 - frac if t.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
         for opt, base in ((self.opt_G, t.g_lr), (self.opt_D, t.d_lr)):
             for group in opt.param_groups:
                 group["lr"] = base * factor
@@ -192,9 +201,13 @@ class Trainer:
         t = self.cfg.train
         for cb in self.callbacks:
             cb.on_train_start(self)
+        self.guard.start(self)
         start, start_elapsed = time.perf_counter(), self.elapsed
         while self.step < t.steps and not self.stop_requested:
             stats = self.train_step()
+            if self.guard.after_step(self, stats["Guard/skipped"]):  # rolled back to a good state
+                self._acc, self._acc_n = {}, {}
+                continue
             for key, value in stats.items():
                 self._acc[key] = self._acc.get(key, 0.0) + value.detach().float()
                 self._acc_n[key] = self._acc_n.get(key, 0) + 1
@@ -227,6 +240,8 @@ class Trainer:
         tensors.update(opt_g)
         tensors.update(opt_d)
         tensors["rng/noise"] = self.noise.get_state()
+        rng_tensors, rng_meta = global_rng_state()  # python, numpy, torch CPU/CUDA global RNGs
+        tensors.update(rng_tensors)
         if self.sampler is not None:
             tensors.update(prefixed("data", self.sampler.state_tensors()))
         meta = {
@@ -239,6 +254,8 @@ class Trainer:
             "spec": self.spec.to_dict(),
             "opt_G": opt_g_meta,
             "opt_D": opt_d_meta,
+            "rng": rng_meta,
+            "guard": self.guard.state(),
         }
         return tensors, meta
 
@@ -254,14 +271,22 @@ class Trainer:
             if self.G_ema is not None:
                 self.G_ema.load_state_dict(unprefixed("G_ema", tensors) or unprefixed("G", tensors))
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
-            raise CheckpointError(f"checkpoint weights do not fit the configured networks: {first}") from None
+            lines = [ln.strip() for ln in str(err).strip().splitlines()]
+            detail = next((ln for ln in lines[1:] if ln), lines[0])  # torch's first line only names the class
+            raise CheckpointError(
+                f"checkpoint weights do not fit the configured networks: {detail}"
+            ) from None
         self.step = int(meta["step"])
         self.elapsed = float(meta.get("elapsed", 0.0))
         if weights_only:
             return
-        self.opt_G.load_state_dict(unflatten_optimizer("opt_G", tensors, meta["opt_G"]))
-        self.opt_D.load_state_dict(unflatten_optimizer("opt_D", tensors, meta["opt_D"]))
-        self.noise.set_state(tensors["rng/noise"])
-        if self.sampler is not None:
-            self.sampler.load_state_tensors(unprefixed("data", tensors))
+        try:
+            self.opt_G.load_state_dict(unflatten_optimizer("opt_G", tensors, meta["opt_G"]))
+            self.opt_D.load_state_dict(unflatten_optimizer("opt_D", tensors, meta["opt_D"]))
+            self.noise.set_state(tensors["rng/noise"])
+            if self.sampler is not None:
+                self.sampler.load_state_tensors(unprefixed("data", tensors))
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+            raise CheckpointError(f"checkpoint training state is incomplete or corrupt: {err!r}") from None
+        set_global_rng_state(tensors, meta.get("rng", {}))
+        self.guard.load_state(meta.get("guard", {}))
