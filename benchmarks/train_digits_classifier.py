@@ -8,7 +8,8 @@ The network is `ganforge.metrics.extractors.DigitsNet`. It trains on the ganforg
 augmentation so that it generalises to generated samples rather than to 1,348 exact images: random
 affine warps (rotation, scale, shifts of up to 3 px), a round trip through a lower resolution (as a
 run at `data.resolution=16` produces), thinner or thicker strokes, dimmer ink and pixel noise.
-Everything is seeded (weights, batch order, augmentation) and runs on one CPU thread, so the same
+After training, the 64-d features are scaled to a mean square of 1 on the training images (the
+logits do not change), the size KID's kernel expects. Everything is seeded (weights, batch order, augmentation) and runs on one CPU thread, so the same
 machine and torch version give the same bytes. Prints and appends one JSON line (date, machine,
 versions, accuracies) to benchmarks/results/digits_classifier.jsonl; the accuracies also go into the
 weights file's metadata.
@@ -85,6 +86,22 @@ def digits_at(resolution: int) -> tuple[Tensor, Tensor]:
     return (ds.x + 1) / 2, ds.y
 
 
+@torch.no_grad()
+def normalise_features(model: DigitsNet, x01: Tensor) -> float:
+    """Scale the hidden layer so that the mean squared feature over x01 is 1, and the head inversely.
+
+    ReLU is positively homogeneous, so features scale by s and logits are unchanged. KID's cubic
+    kernel (x.y / d + 1)^3 assumes features of about unit size, as Inception's pool3 features are.
+    """
+    model.eval()
+    features, _ = model(digits_input(x01))
+    s = float(features.pow(2).mean().rsqrt())
+    model.hidden.weight.mul_(s)
+    model.hidden.bias.mul_(s)
+    model.head.weight.div_(s)
+    return s
+
+
 def train(epochs: int, batch_size: int, lr: float, seed: int) -> tuple[DigitsNet, dict[str, float]]:
     x, y = digits_at(32)
     tr, held = digits_split(len(x))
@@ -107,9 +124,16 @@ def train(epochs: int, batch_size: int, lr: float, seed: int) -> tuple[DigitsNet
             sched.step()
             total += loss.item() * len(idx)
         if (epoch + 1) % 10 == 0 or epoch == epochs - 1:
-            print(f"epoch {epoch + 1:3d}  loss {total / len(tr):.4f}  held-out acc {accuracy(model, x[held], y[held]):.4f}")
+            print(
+                f"epoch {epoch + 1:3d}  loss {total / len(tr):.4f}  held-out acc {accuracy(model, x[held], y[held]):.4f}"
+            )
 
-    report = {"held_out_accuracy": accuracy(model, x[held], y[held]), "train_accuracy": accuracy(model, x[tr], y[tr])}
+    scale = normalise_features(model, x[tr])
+    report = {
+        "feature_scale": scale,
+        "held_out_accuracy": accuracy(model, x[held], y[held]),
+        "train_accuracy": accuracy(model, x[tr], y[tr]),
+    }
     for res in (8, 16):  # what runs at data.resolution=8 or 16 train on; the classifier resizes to 32
         xr, yr = digits_at(res)
         report[f"held_out_accuracy_{res}px"] = accuracy(model, xr[held], yr[held])
@@ -148,7 +172,9 @@ def main() -> None:
     save_file(state, str(args.out), metadata={"ganforge": json.dumps(meta)})
     size = args.out.stat().st_size
     print(json.dumps(report, indent=2))
-    print(f"wrote {args.out} ({size / 1024:.0f} KiB, {sum(v.numel() for v in state.values())} parameters) in {seconds:.0f} s")
+    print(
+        f"wrote {args.out} ({size / 1024:.0f} KiB, {sum(v.numel() for v in state.values())} parameters) in {seconds:.0f} s"
+    )
 
     if not args.no_record:
         record = {
@@ -161,7 +187,7 @@ def main() -> None:
                 "torch_threads": torch.get_num_threads(),
             },
             "versions": {"torch": torch.__version__},
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "config": {k: v for k, v in vars(args).items() if k not in ("out", "no_record")},
             "seconds": round(seconds, 1),
             "file_bytes": size,
             **meta,

@@ -10,7 +10,7 @@ is a classifier, class probabilities:
   (Heusel et al. 2017); its softmax gives the Inception Score (Salimans et al. 2016) over the 10
   digit classes and the GAN-test accuracy of conditional models (Shmelkov et al. 2018). Numbers
   measured with it ("digits-FID") are comparable only with each other.
-- ``points``: the raw coordinates, for 2-D toy mixtures and other vector data.
+- ``points``: the raw coordinates, for 2-D toy mixtures and other non-image data (the fallback).
 - ``inception``: FID Inception-v3 pool3 features (``metrics/inception.py``); needs its weights file.
 
 Weights ship in the package (``assets/``) or come from a local file: nothing is downloaded.
@@ -180,7 +180,7 @@ def digits_extractor(device: str = "cpu", **_: Any) -> Extractor:
 
 @EXTRACTORS.register("points")
 def points_extractor(**_: Any) -> Extractor:
-    """Raw coordinates (identity): 2-D toy mixtures and other vector data."""
+    """Raw coordinates (identity): 2-D toy mixtures, encoded tables, any data as flat vectors."""
     return Extractor(name="points", fn=lambda x: (x.flatten(1).float().cpu(), None))
 
 
@@ -209,12 +209,12 @@ def inception_extractor(
 
 
 def default_extractor(data_name: str, kind: str, shape: tuple[int, ...]) -> str:
-    """The extractor that suits a run's data: digits -> its classifier, points -> coordinates,
-    1- or 3-channel images -> Inception; anything else has none."""
+    """The extractor that suits a run's data: digits -> its classifier, 1- or 3-channel images ->
+    Inception, anything that is not an image (2-D toys, encoded tables) -> the raw vectors."""
     if data_name == "digits" and kind == "image":
         return "digits"
-    if kind == "points":
-        return "points"
+    if kind != "image":
+        return "points"  # the generic fallback: metrics on the data's own coordinates
     if kind == "image" and len(shape) == 3 and shape[0] in (1, 3):
         return "inception"
     raise GanforgeError(
