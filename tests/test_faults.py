@@ -346,7 +346,7 @@ def test_global_rngs_resume_exactly(tmp_path: Path, monkeypatch) -> None:
     real = Family.d_loss
 
     def d_loss(self, G, D, batch, gen):
-        jitter = 0.01 * torch.randn(batch["x"].shape) + 0.01 * np.random.randn() + 0.01 * random.random()
+        jitter = 0.01 * torch.randn(batch["x"].shape, device=batch["x"].device) + 0.01 * np.random.randn() + 0.01 * random.random()
         return real(self, G, D, {**batch, "x": batch["x"] + jitter.float()}, gen)
 
     monkeypatch.setattr(Family, "d_loss", d_loss)
