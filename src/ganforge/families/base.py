@@ -133,18 +133,22 @@ class Family:
 
     # --- losses (called by the engine's D and G phases) -----------------------------------------
 
-    def d_loss(
-        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
-    ) -> tuple[Tensor, Stats]:
+    def d_inputs(self, G: nn.Module, batch: dict[str, Tensor], gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """What D compares in its phase: the real batch and a generated one, as D sees them."""
         real = batch["x"]
         with torch.no_grad():
             fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y"))
-        real_in, fake_in = self.d_view(real, gen), self.d_view(fake, gen)
+        return self.d_view(real, gen), self.d_view(fake, gen)
+
+    def d_loss(
+        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
+    ) -> tuple[Tensor, Stats]:
+        real_in, fake_in = self.d_inputs(G, batch, gen)
         real_out, fake_out = D(real_in).flatten(), D(fake_in).flatten()
         smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
         loss = self.loss.d_loss(real_out, fake_out, **smooth)
         stats: Stats = {"Loss/D": loss.detach()}
-        if self.loss.gradient_penalty:
+        if self.loss.gradient_penalty:  # one gradient norm per D output (a PacGAN pack counts as one)
             gp = gradient_penalty(D, real_in, fake_in, generator=gen)
             loss = loss + self.cfg.loss.gp_lambda * gp
             stats["Loss/D_gp"] = gp.detach()

@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from ..data import Dataset
 from ..errors import ConfigError
-from ..losses import gradient_penalty
 from .base import FAMILIES, DataSpec, Family, Stats
 
 
@@ -300,25 +299,14 @@ class Tabular(Family):
 
     # --- losses -------------------------------------------------------------------------------------
 
-    def d_loss(
-        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
-    ) -> tuple[Tensor, Stats]:
+    def d_inputs(self, G: nn.Module, batch: dict[str, Tensor], gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Real rows with their own conditional vector, generated rows with the one G was given."""
         real, c = batch["x"], batch.get("c")
         with torch.no_grad():
             fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), c, gen)
-        real_in = self.d_view(self.with_cond(real, batch.get("c_real")), gen)
-        fake_in = self.d_view(self.with_cond(fake, c), gen)
-        real_out, fake_out = D(real_in), D(fake_in)  # (B / pac,): D packs the rows
-        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
-        loss = self.loss.d_loss(real_out, fake_out, **smooth)
-        stats: Stats = {"Loss/D": loss.detach()}
-        if self.loss.gradient_penalty:
-            # One gradient norm per pack (CTGAN); the interpolation weight is drawn per row.
-            gp = gradient_penalty(D, real_in, fake_in, generator=gen)
-            loss = loss + self.cfg.loss.gp_lambda * gp
-            stats["Loss/D_gp"] = gp.detach()
-        stats.update(self.d_output_stats(real_out, fake_out))
-        return loss, stats
+        return self.d_view(self.with_cond(real, batch.get("c_real")), gen), self.d_view(
+            self.with_cond(fake, c), gen
+        )
 
     def g_loss(
         self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
