@@ -34,6 +34,9 @@ RESUMABLE_CHANGES = {
     "train.ckpt_every",
     "train.keep_last",
     "train.device",
+    "train.channels_last",  # speed options: the same maths, float rounding aside
+    "train.compile",
+    "train.amp",
 }
 RESUMABLE_SECTIONS = {"monitor", "eval"}  # watching or measuring training does not change it
 SECTIONS = {"data", "loss", "train", "stab", "eval", "monitor", "net"}  # the Config fields that are mappings

@@ -58,6 +58,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # decay of the generator's weight average used for sampling (0 = off)
     seed: int = 0  # seeds weights, noise and data order
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    deterministic: bool = False  # CUDA: deterministic cuDNN/cuBLAS kernels (slower), so runs and resumes are bit-exact there too
     log_every: int = 50  # steps between lines in stats.jsonl / the progress display
     sample_every: int = 500  # steps between sample grids in samples/ (0 = only at the end)
     ckpt_every: int = 500  # steps between checkpoints (0 = only at the end)
@@ -65,6 +66,9 @@ class TrainConfig:
     max_bad_steps: int = 20  # consecutive steps with NaN/inf losses or gradients before a rollback
     max_rollbacks: int = 3  # rollbacks (each halving the learning rates) before training stops
     n_grid: int = 64  # samples in each grid, drawn from one fixed noise batch
+    channels_last: bool = True  # NHWC memory format for conv nets on images (no-op otherwise); faster on CPU
+    compile: bool = False  # torch.compile G and D (eager, with one warning, if compilation fails)
+    amp: str = "off"  # mixed-precision forward passes: off | bf16 (CPU, CUDA) | fp16 (CUDA, loss-scaled)
 
     def validate(self) -> None:
         _at_least(self, 1, "train.", "steps", "batch_size", "n_dis", "log_every", "n_grid")
@@ -75,6 +79,10 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
         if self.lr_decay not in ("none", "linear", "cosine"):
             raise ConfigError(f"train.lr_decay must be none, linear or cosine, got {self.lr_decay!r}")
+        if self.amp not in ("off", "bf16", "fp16"):
+            raise ConfigError(f"train.amp must be off, bf16 or fp16, got {self.amp!r}")
+        if self.amp == "fp16" and self.device == "cpu":
+            raise ConfigError("train.amp=fp16 needs a CUDA device; on cpu use train.amp=bf16 or off")
         for key in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"train.{key} must lie in [0, 1), got {getattr(self, key)}")

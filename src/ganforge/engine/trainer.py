@@ -6,13 +6,15 @@ zero grads -> backward -> optimiser step. Then the generator's weight average (E
 and callbacks see the step. All state lives in :class:`Trainer` and is checkpointed whole
 (weights, optimisers, EMA, RNG states, data position), so a resumed run is bit-identical on CPU.
 Every optimiser step goes through the divergence guard (:mod:`.guard`), which skips it on NaN/inf
-and rolls training back when that persists.
+and rolls training back when that persists. The speed options (memory format, compilation, mixed
+precision) are applied by :mod:`.speed`: at construction, and around each phase's loss and backward.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -29,6 +31,7 @@ from .callbacks import Callback
 from .checkpoint import flatten_optimizer, prefixed, unflatten_optimizer, unprefixed
 from .guard import Guard
 from .rng import global_rng_state, set_global_rng_state
+from .speed import Precision, match_param_layouts, prepare_modules, to_memory_format
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,6 +49,15 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device 'mps' requested but MPS is not available on this machine")
     return device
+
+
+def use_deterministic_cuda() -> None:
+    """Deterministic cuDNN and cuBLAS kernels: CPU runs are bit-exact anyway; on CUDA the default
+    autotuned, atomics-based kernels make two identical runs drift apart within a few steps."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -81,11 +93,15 @@ class Trainer:
         self.spec = spec
         t = cfg.train
         self.device = resolve_device(t.device)
+        if t.deterministic and self.device.type == "cuda":
+            use_deterministic_cuda()
         self.family: Family = FAMILIES.get(cfg.model)(cfg, spec)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(t.seed)
             G, D = self.family.networks()
         self.G, self.D = G.to(self.device), D.to(self.device)
+        self.channels_last = prepare_modules(self.G, self.D, t, image_data=spec.kind == "image")
+        self.precision = Precision(t.amp, self.device)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if t.ema_decay > 0 else None
         # Fused Adam: faster, and it can skip a non-finite step on the device (see .guard).
         fused = self.device.type in ("cpu", "cuda", "mps", "xpu")
@@ -125,12 +141,12 @@ class Trainer:
 
     def next_batch(self) -> dict[str, Tensor]:
         assert self.data is not None and self.sampler is not None, "Trainer was built without data"
-        return self.sampler.next_batch(self.data)
+        return to_memory_format(self.sampler.next_batch(self.data), self.channels_last)
 
     def train_step(self) -> dict[str, Tensor]:
         """One generator step preceded by `n_dis` discriminator steps; returns device-tensor stats."""
         t = self.cfg.train
-        G, D, family = self.G, self.D, self.family
+        G, D, family, amp = self.G, self.D, self.family, self.precision
         G.train()
         D.train()
         stats: dict[str, Tensor] = {}
@@ -143,11 +159,13 @@ class Trainer:
         set_requires_grad(D, True)
         for _ in range(t.n_dis):
             batch = self.next_batch()
-            d_loss, d_stats = family.d_loss(G, D, batch, self.noise)
+            with amp.autocast():
+                d_loss, d_stats = family.d_loss(G, D, batch, self.noise)
             self.opt_D.zero_grad(set_to_none=True)
-            d_loss.backward()
+            amp.backward(d_loss, self.opt_D)
             d_stats["Grad/D"] = grad_norm(D)
             skipped += self.guard.step(self.opt_D, d_loss, d_stats["Grad/D"])
+            amp.update()
             if family.loss.weight_clip:
                 with torch.no_grad():
                     torch._foreach_clamp_min_(list(D.parameters()), -self.cfg.loss.clip)
@@ -158,20 +176,24 @@ class Trainer:
         # Lazy regularisation phase (R1/R2 every `reg_every` steps, scaled by it: Karras et al. 2020).
         stab = self.cfg.stab
         if (stab.r1_gamma or stab.r2_gamma) and self.step % stab.reg_every == 0:
-            reg_loss, reg_stats = family.d_reg_loss(G, D, batch, self.noise)
+            with amp.autocast():
+                reg_loss, reg_stats = family.d_reg_loss(G, D, batch, self.noise)
             self.opt_D.zero_grad(set_to_none=True)
-            (reg_loss * stab.reg_every).backward()
+            amp.backward(reg_loss * stab.reg_every, self.opt_D)
             skipped += self.guard.step(self.opt_D, reg_loss, grad_norm(D))
+            amp.update()
             stats.update(reg_stats)
 
         # G phase: gradients flow through D to G, but only G is updated.
         set_requires_grad(D, False)
         set_requires_grad(G, True)
-        g_loss, g_stats = family.g_loss(G, D, batch, self.noise)
+        with amp.autocast():
+            g_loss, g_stats = family.g_loss(G, D, batch, self.noise)
         self.opt_G.zero_grad(set_to_none=True)
-        g_loss.backward()
+        amp.backward(g_loss, self.opt_G)
         g_stats["Grad/G"] = grad_norm(G)
         skipped += self.guard.step(self.opt_G, g_loss, g_stats["Grad/G"])
+        amp.update()
         set_requires_grad(D, True)
         stats.update(g_stats)
         stats["Guard/skipped"] = skipped
@@ -283,6 +305,8 @@ class Trainer:
         try:
             self.opt_G.load_state_dict(unflatten_optimizer("opt_G", tensors, meta["opt_G"]))
             self.opt_D.load_state_dict(unflatten_optimizer("opt_D", tensors, meta["opt_D"]))
+            match_param_layouts(self.opt_G)
+            match_param_layouts(self.opt_D)
             self.noise.set_state(tensors["rng/noise"])
             if self.sampler is not None:
                 self.sampler.load_state_tensors(unprefixed("data", tensors))

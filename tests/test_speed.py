@@ -1,0 +1,124 @@
+"""The engine's speed options give the results of the plain path (within stated tolerances)."""
+
+import pytest
+import torch
+
+from ganforge.engine.speed import Precision, SpeedWarning
+from ganforge.errors import ConfigError
+
+from .test_engine import make_trainer
+
+DCGAN = ["data.resolution=8", "data.limit=64", "train.batch_size=16", "train.ema_decay=0", "train.device=cpu"]
+
+
+def dcgan_trainer(*extra):
+    return make_trainer([*DCGAN, *extra], model="dcgan", data="digits")
+
+
+def train(tr, steps=3):
+    return [tr.train_step() for _ in range(steps)]
+
+
+def rel_diff(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def assert_close_weights(a, b, rtol):
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        if p.is_floating_point():
+            assert rel_diff(p, q) <= rtol, name
+
+
+def test_channels_last_matches_plain():
+    """On by default for conv nets on images. Same weights after 3 tiny DCGAN steps as NCHW, to
+    1e-5 relative (NHWC kernels sum in another order)."""
+    fast, plain = dcgan_trainer(), dcgan_trainer("train.channels_last=false")
+    conv = next(m for m in fast.D.modules() if isinstance(m, torch.nn.Conv2d))
+    assert fast.channels_last and not plain.channels_last
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.next_batch()["x"].is_contiguous(memory_format=torch.channels_last)
+    fast = dcgan_trainer()  # back to the same data position as `plain`
+    train(plain), train(fast)
+    assert_close_weights(fast.G, plain.G, 1e-5)
+    assert_close_weights(fast.D, plain.D, 1e-5)
+
+
+def test_channels_last_only_for_conv_nets_on_images():
+    points = make_trainer()  # mlp on ring8
+    images = make_trainer(["data.resolution=8", "data.limit=64"], model="mlp", data="digits")
+    assert not points.channels_last and not images.channels_last
+    assert images.next_batch()["x"].is_contiguous()
+    train(images, 1)
+
+
+def test_bf16_losses_match_fp32():
+    """bf16 autocast: first-step losses within 5% (bf16 keeps 8 bits of mantissa), and training runs."""
+    plain, fast = dcgan_trainer(), dcgan_trainer("train.amp=bf16")
+    s_plain, s_fast = train(plain), train(fast)
+    for key in ("Loss/D", "Loss/G"):
+        assert s_fast[0][key].dtype == torch.float32
+        assert s_fast[0][key].item() == pytest.approx(s_plain[0][key].item(), rel=0.05), key
+    assert all(torch.isfinite(p).all() for p in fast.G.parameters())
+    assert fast.G.project[0].weight.dtype == torch.float32  # parameters stay float32
+
+
+def test_fp16_refused_on_cpu():
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        dcgan_trainer("train.amp=fp16")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        Precision("fp16", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="train.amp must be off, bf16 or fp16"):
+        dcgan_trainer("train.amp=fp8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_on_cuda_trains():
+    tr = make_trainer(
+        ["data.resolution=8", "data.limit=64", "train.batch_size=16", "train.device=cuda", "train.amp=fp16"],
+        model="dcgan",
+        data="digits",
+    )
+    stats = train(tr, 4)
+    assert torch.isfinite(stats[-1]["Loss/G"]).item()
+    assert tr.precision.scaler is not None and tr.precision.scaler.get_scale() > 0
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(SpeedWarning, match=r"torch.compile failed \(no compiler here\); training eagerly"):
+        fast = dcgan_trainer("train.compile=true")
+    assert fast.G._compiled_call_impl is None and fast.D._compiled_call_impl is None
+    plain = dcgan_trainer()
+    train(plain), train(fast)
+    assert_close_weights(fast.G, plain.G, 0.0)
+
+
+def test_compiled_G_ema_runs_its_own_weights(monkeypatch):
+    """G_ema is a deep copy of a compiled G: it must run its own (EMA) weights, eagerly."""
+
+    def compile_stub(fn, *args, **kwargs):  # like torch.compile: a new function closing over `fn`
+        return lambda *a, **k: fn(*a, **k)
+
+    monkeypatch.setattr(torch, "compile", compile_stub)
+    tr = make_trainer(
+        ["data.resolution=8", "data.limit=64", "train.compile=true"], model="dcgan", data="digits"
+    )
+    assert tr.G._compiled_call_impl is not None and tr.G_ema._compiled_call_impl is None
+    with torch.no_grad():
+        for p in tr.G.parameters():
+            p.add_(1.0)
+    z = torch.randn(4, tr.cfg.net.z_dim)
+    assert not torch.allclose(tr.G_ema.eval()(z), tr.G.eval()(z))
+
+
+@pytest.mark.slow
+def test_compile_matches_eager():
+    """torch.compile (inductor; tens of seconds on a CPU): weights after 3 steps within 1e-4 relative."""
+    plain, fast = dcgan_trainer(), dcgan_trainer("train.compile=true")
+    assert fast.G._compiled_call_impl is not None
+    train(plain), train(fast)
+    assert_close_weights(fast.G, plain.G, 1e-4)
+    assert "_orig_mod" not in "".join(fast.G.state_dict())  # checkpoints keep their names
