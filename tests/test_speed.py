@@ -110,7 +110,7 @@ def test_compiled_G_ema_runs_its_own_weights(monkeypatch):
     with torch.no_grad():
         for p in tr.G.parameters():
             p.add_(1.0)
-    z = torch.randn(4, tr.cfg.net.z_dim)
+    z = torch.randn(4, tr.cfg.net.z_dim, device=tr.device)
     assert not torch.allclose(tr.G_ema.eval()(z), tr.G.eval()(z))
 
 

@@ -117,6 +117,13 @@ class Precision:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(opt)  # true gradients for the norm, the guard and the step
 
+    def stat(self, grad_norm: Tensor) -> Tensor:
+        """A gradient norm for the stats. Under fp16 an overflow (inf) is the loss scale's business —
+        the step is skipped and the scale shrinks — not a divergence: it is reported as 0."""
+        if self.scaler is None:
+            return grad_norm
+        return torch.nan_to_num(grad_norm, nan=0.0, posinf=0.0, neginf=0.0)
+
     def update(self) -> None:
         """After the optimiser step: grow or shrink the fp16 loss scale."""
         if self.scaler is not None:

@@ -165,6 +165,7 @@ class Trainer:
             amp.backward(d_loss, self.opt_D)
             d_stats["Grad/D"] = grad_norm(D)
             skipped += self.guard.step(self.opt_D, d_loss, d_stats["Grad/D"])
+            d_stats["Grad/D"] = amp.stat(d_stats["Grad/D"])
             amp.update()
             if family.loss.weight_clip:
                 with torch.no_grad():
@@ -193,6 +194,7 @@ class Trainer:
         amp.backward(g_loss, self.opt_G)
         g_stats["Grad/G"] = grad_norm(G)
         skipped += self.guard.step(self.opt_G, g_loss, g_stats["Grad/G"])
+        g_stats["Grad/G"] = amp.stat(g_stats["Grad/G"])
         amp.update()
         set_requires_grad(D, True)
         stats.update(g_stats)
