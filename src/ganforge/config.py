@@ -101,7 +101,7 @@ class MonitorConfig:
     d_confident: float = 0.9  # ... while D/real - D/fake exceeds this (logit losses)
     explode: float = 1000.0  # divergence: |Loss/D| or |Loss/G| above this x max(1, its early size)
     osc_cv: float = 0.25  # oscillation: std of Loss/D and Loss/G over the window / their size
-    osc_swing: float = 0.5  # oscillation: range of D/real - D/fake (x |D/real| + |D/fake| for critics)
+    osc_swing: float = 0.7  # oscillation: range of D/real - D/fake (x |D/real| + |D/fake| for critics)
 
     def validate(self) -> None:
         _at_least(self, 0, "monitor.", "check_every", "warmup")
