@@ -343,8 +343,6 @@ def test_healthy_run_reports_nothing(tmp_path):
 def test_healthy_digits_dcgan_window_is_not_called_oscillation():
     """The last 10 logs of a healthy 2,000-step digits DCGAN (digits-FID still falling: 1.45 ->
     1.32), whose D loss and D(x) - D(G(z)) swing as a GAN's do, raised a false alarm at 0.5."""
-    from ganforge.config import MonitorConfig
-
     losses_d = [0.579, 0.519, 0.753, 0.163, 0.091, 0.892, 0.128, 0.689, 0.773, 0.755]
     losses_g = [2.243, 2.798, 1.778, 3.184, 3.751, 2.337, 3.447, 2.231, 2.617, 1.843]
     gaps = [0.586, 0.665, 0.443, 0.85, 0.913, 0.449, 0.879, 0.548, 0.481, 0.454]
