@@ -11,7 +11,7 @@ PSD matrix M = F^T S2 F, so
 
     tr((S1 S2)^{1/2}) = sum_i sqrt(lambda_i(M)),
 
-which needs one symmetric eigenvalue solve (`eigvalsh`) in float64. F is the Cholesky factor when S1
+which needs one symmetric eigenvalue solve in float64. F is the Cholesky factor when S1
 is positive definite (cheap), else V diag(sqrt(w)) from `eigh(S1)` with tiny negative eigenvalues
 clamped to 0 (F F^T = S1^{1/2} S1^{1/2}; M is then similar to S1^{1/2} S2 S1^{1/2}). Both are exact
 in exact arithmetic, need no diagonal offset for singular covariances, and are several times faster
@@ -25,6 +25,8 @@ cancel catastrophically as it would in sum-of-outer-products form.
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
 import torch
 from torch import Tensor
 
@@ -37,23 +39,37 @@ def _f64(x: ArrayLike) -> Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
-def _psd_factor(sigma: Tensor) -> Tensor:
-    """A matrix F with F F^T = sigma: Cholesky when positive definite, else eigh with clamped eigenvalues."""
+def _psd_factor(sigma: Tensor) -> tuple[Tensor, bool]:
+    """(F, lower) with F F^T = sigma: the Cholesky factor (lower triangular) when sigma is positive
+    definite, else V diag(sqrt(w)) from eigh with tiny negative eigenvalues clamped to 0."""
     L, info = torch.linalg.cholesky_ex(sigma)
     if int(info) == 0:
-        return L
+        return L, True
     w, V = torch.linalg.eigh(sigma)
-    return V * w.clamp_min(0).sqrt()  # (D, D): V diag(sqrt(w))
+    return V * w.clamp_min(0).sqrt(), False  # (D, D): V diag(sqrt(w))
+
+
+def _congruence(F: Tensor, S: Tensor, lower: bool) -> np.ndarray:
+    """F^T S F as a Fortran-ordered float64 array. A triangular F goes through BLAS `trmm`, which
+    does half the flops of a dense product (2 D^3 instead of 4 D^3)."""
+    if not lower:
+        return np.asfortranarray((F.T @ S @ F).numpy())
+    Lf, Sf = np.asfortranarray(F.numpy()), np.asfortranarray(S.numpy())
+    SL = scipy.linalg.blas.dtrmm(1.0, Lf, Sf, side=1, lower=1)  # S L
+    return scipy.linalg.blas.dtrmm(1.0, Lf, SL, side=0, lower=1, trans_a=1, overwrite_b=1)  # L^T (S L)
 
 
 def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
-    """tr((S1 S2)^{1/2}) for PSD S1, S2 as sum sqrt(eig(F^T S2 F)), S1 = F F^T (module docstring)."""
+    """tr((S1 S2)^{1/2}) for PSD S1, S2 as sum sqrt(eig(F^T S2 F)), S1 = F F^T (module docstring).
+    The eigenvalues come from LAPACK's symmetric solver reading the lower triangle only."""
     s1, s2 = _f64(sigma1), _f64(sigma2)
-    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2  # eigh reads one triangle; make both agree
-    F = _psd_factor(s1)
-    M = F.T @ s2 @ F
-    eig = torch.linalg.eigvalsh((M + M.T) / 2)
-    return float(eig.clamp_min(0).sqrt().sum())
+    if not (torch.isfinite(s1).all() and torch.isfinite(s2).all()):
+        raise ValueError("covariances contain NaN or inf")
+    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2  # factor and product read one triangle; make both agree
+    F, lower = _psd_factor(s1)
+    M = _congruence(F, s2, lower)
+    eig = scipy.linalg.eigh(M, eigvals_only=True, lower=True, overwrite_a=True, check_finite=False)
+    return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
 
 
 def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
