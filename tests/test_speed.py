@@ -122,3 +122,71 @@ def test_compile_matches_eager():
     train(plain), train(fast)
     assert_close_weights(fast.G, plain.G, 1e-4)
     assert "_orig_mod" not in "".join(fast.G.state_dict())  # checkpoints keep their names
+
+
+def record_fakes(tr, steps):
+    """G's outputs, and the fakes each D phase judged, over `steps` steps."""
+    g_out, d_fakes = [], []
+    handle = tr.G.register_forward_hook(lambda m, i, o: g_out.append(o.detach().clone()))
+    d_outputs = tr.family.d_outputs
+
+    def recording(D, real_in, fake_in):
+        d_fakes.append(fake_in.detach().clone())
+        return d_outputs(D, real_in, fake_in)
+
+    tr.family.d_outputs = recording
+    train(tr, steps)
+    handle.remove()
+    return g_out, d_fakes
+
+
+def test_reuse_fakes_saves_one_generator_forward():
+    """train.reuse_fakes (default, n_dis=1): after the first step G runs once per step, and the
+    fakes D judges are exactly the previous G phase's (PyTorch-GAN's order); off, G runs twice."""
+    reuse, plain = dcgan_trainer(), dcgan_trainer("train.reuse_fakes=false")
+    g_reuse, d_reuse = record_fakes(reuse, 3)
+    g_plain, _ = record_fakes(plain, 3)
+    assert len(g_reuse) == 4 and len(g_plain) == 6  # step 1 draws fresh fakes for D
+    # g_reuse: [step-1 D phase, step-1 G phase, step-2 G phase, step-3 G phase]
+    assert torch.equal(d_reuse[1], g_reuse[1]) and torch.equal(d_reuse[2], g_reuse[2])
+
+
+def test_fused_d_pass_matches_two_passes():
+    """D without cross-example layers scores real and fake batches in one pass: same logits as two
+    passes (to float rounding); with batch norm it keeps two passes (statistics per batch)."""
+    tr = make_trainer()  # mlp on ring8: no batch norm
+    fam, batch = tr.family, tr.next_batch()
+    real_in, fake_in = fam.d_inputs(tr.G, batch, tr.noise)
+    fused = fam.d_outputs(tr.D, real_in, fake_in)
+    two = tr.D(real_in).flatten(), tr.D(fake_in).flatten()
+    for a, b in zip(fused, two):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    calls = []
+    handle = tr.D.register_forward_pre_hook(lambda m, i: calls.append(i[0].shape[0]))
+    fam.d_outputs(tr.D, real_in, fake_in)
+    bn = dcgan_trainer("data.resolution=16")  # 16 px: D has a batch-norm layer
+    bn_handle = bn.D.register_forward_pre_hook(lambda m, i: calls.append(i[0].shape[0]))
+    bn.family.d_outputs(bn.D, *bn.family.d_inputs(bn.G, bn.next_batch(), bn.noise))
+    handle.remove(), bn_handle.remove()
+    assert calls == [2 * real_in.shape[0], 16, 16]
+
+
+def test_reuse_fakes_only_with_one_d_step_and_no_unrolling():
+    assert dcgan_trainer().family.reuse_fakes
+    assert not dcgan_trainer("train.n_dis=2").family.reuse_fakes
+    assert not make_trainer(["stab.unrolled_steps=2"]).family.reuse_fakes
+
+
+def test_reuse_fakes_resume_is_bit_exact(tmp_path):
+    """The cached fakes are part of the checkpointed state: a resumed run continues bit-exactly."""
+    full = dcgan_trainer()
+    train(full, 4)
+    half = dcgan_trainer()
+    train(half, 2)
+    tensors, meta = half.state()
+    assert "fakes/x" in tensors
+    resumed = dcgan_trainer()
+    resumed.load_state(tensors, meta)
+    train(resumed, 2)
+    for p, q in zip(full.G.state_dict().values(), resumed.G.state_dict().values()):
+        assert torch.equal(p, q)

@@ -20,6 +20,7 @@ from .config import Config, DataConfig, from_dict, load_file, merge, overrides_t
 from .data import Dataset, load_dataset
 from .diagnostics import Monitor
 from .engine import Callback, Trainer
+from .engine.distributed import Distributed
 from .engine.rng import seed_global_rngs
 from .engine.run import Progress, RunFolder, RunWriter
 from .errors import CheckpointError, ConfigError, GanforgeError
@@ -190,7 +191,12 @@ def train(
     checkpoint whose checksum verifies, with a warning when a newer one was corrupt. Everything
     is checked before anything is written, so a bad argument leaves `out` untouched. A fresh run
     seeds Python's, NumPy's and torch's global RNGs with `train.seed`; a resumed one restores them.
+
+    Under `torchrun` each process is one rank of a data-parallel run (docs/distributed.md): all
+    check and load the same run folder, train on their shares of each batch, and rank 0 alone writes;
+    every rank returns the trained model once the run folder is complete.
     """
+    dist = Distributed.from_env()
     folder = RunFolder(out)
     resuming = False
     if resume not in (False, True, "auto"):
@@ -246,31 +252,36 @@ def train(
                 "pass --allow-config-change to accept"
             )
     writer = RunWriter(folder, real_points=ds.x[:2000].clone() if ds.kind == "points" else None)
-    # The monitor adds Diag/* keys to each logged record, so it comes before the writer.
-    monitor = [Monitor(cfg.monitor, folder.root)] if cfg.monitor.enabled else []
+    # The monitor adds Diag/* keys to each logged record, so it comes before the writer. It, the
+    # evaluation and the progress display run on rank 0 only (they need no other rank).
+    main = dist.is_main
+    monitor = [Monitor(cfg.monitor, folder.root)] if cfg.monitor.enabled and main else []
     evaluation: list[Callback] = []  # adds Metrics/* to the records too, so it also comes before the writer
-    if cfg.eval.every > 0:
+    if cfg.eval.every > 0 and main:
         from .engine.evaluation import EvalCallback
 
         evaluation.append(EvalCallback(folder, cfg, spec, ds))
     cbs: list[Callback] = [*monitor, *evaluation, writer, *callbacks]
-    if progress:
+    if progress and main:
         cbs.append(Progress())
-    trainer = Trainer(cfg, spec, ds, callbacks=cbs)
-    if resuming:
-        if DataSpec.from_dict(meta["spec"]) != spec:
-            raise CheckpointError(
-                f"the data no longer matches the run in {folder.root}: "
-                f"{meta['spec']} then, {spec.to_dict()} now"
-            )
-        try:
-            trainer.load_state(tensors, meta)
-        except CheckpointError as err:
-            raise CheckpointError(f"{ckpt_path}: {err}") from None
-    else:
-        seed_global_rngs(cfg.train.seed)
-    folder.write_config(trainer, ds.notes)
-    trainer.fit()
+    trainer = Trainer(cfg, spec, ds, callbacks=cbs, dist=dist)
+    if resuming and DataSpec.from_dict(meta["spec"]) != spec:
+        raise CheckpointError(
+            f"the data no longer matches the run in {folder.root}: {meta['spec']} then, {spec.to_dict()} now"
+        )
+    with dist.session(trainer.device):
+        # Every rank has checked the folder before rank 0 writes to it: this is their first meeting.
+        dist.agree({"step to resume from (-1: none)": meta["step"] if resuming else -1, "data size": len(ds)})
+        if resuming:
+            try:
+                trainer.load_state(tensors, meta)
+            except CheckpointError as err:
+                raise CheckpointError(f"{ckpt_path}: {err}") from None
+        else:
+            seed_global_rngs(cfg.train.seed)
+        if main:
+            folder.write_config(trainer, ds.notes)
+        trainer.fit()
     return GAN(trainer, folder.root)
 
 

@@ -204,7 +204,7 @@ class CheckpointStore:
         Entries at or past `step` are dropped first: after a resume or a rollback they belong
         to an abandoned trajectory. The checkpoint just written is always kept, so rotation
         never deletes the newest good one; a failure leaves the previous manifest and files."""
-        path = self.folder / f"step_{step:06d}.safetensors"
+        path = self.path(step)
         entries = self._read_manifest() or []
         kept = [e for e in entries if e["step"] < step]
         if len(kept) < len(entries):  # unlist first: the manifest never lists a file being replaced
@@ -218,6 +218,10 @@ class CheckpointStore:
             if (STEP_FILE.fullmatch(old.name) and old.name not in listed) or _is_stale_tmp(old.name):
                 old.unlink(missing_ok=True)
         return path
+
+    def path(self, step: int) -> Path:
+        """Where the checkpoint of `step` is (or would be) written."""
+        return self.folder / f"step_{step:06d}.safetensors"
 
     def _write_manifest(self, entries: list[dict[str, Any]]) -> None:
         text = json.dumps({"format": MANIFEST_FORMAT, "checkpoints": entries}, indent=1)

@@ -90,7 +90,7 @@ class Guard:
     def start(self, trainer: Trainer) -> None:
         """Remember the state training starts from, until a checkpoint replaces it."""
         if self.restore is None:
-            tensors, meta = trainer.state()
+            tensors, meta = trainer.shared_state()
             snapshot = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
             meta = json.loads(json.dumps(meta))
             self.restore = lambda: (snapshot, meta)
@@ -114,6 +114,10 @@ class Guard:
         warnings.warn(
             f"step {trainer.step}: not saving a checkpoint: {self.poisoned}", GuardWarning, stacklevel=3
         )
+
+    def poison(self, reason: str) -> None:
+        """Roll back at the next step: another process refused a checkpoint (:mod:`.distributed`)."""
+        self.poisoned = reason
 
     def rollback(self, trainer: Trainer, reason: str) -> None:
         step = trainer.step

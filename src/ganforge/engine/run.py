@@ -9,6 +9,9 @@ RUN/
   stats.jsonl              one JSON line per `log_every` steps
   samples/step_XXXXXX.png  grids (or scatters, for 2-D data) from one fixed noise batch
   plots/training.png       losses, D outputs and gradient norms at the end
+
+Under torchrun only rank 0 writes; the other ranks learn from it whether each checkpoint was
+written, so that every rank can roll back to it (:mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 
 from .. import __version__
 from ..config import save_file
+from ..errors import GanforgeError
 from ..report import plot_training, save_grid, save_points
 from .callbacks import Callback
 from .checkpoint import CheckpointStore, atomic_write
@@ -32,6 +36,8 @@ from .guard import nonfinite_keys
 
 if TYPE_CHECKING:
     from .trainer import Trainer
+
+SAVED, REFUSED, FAILED = 0, 1, 2  # outcomes of a checkpoint write, sent from rank 0 to the others
 
 
 class RunFolder:
@@ -96,7 +102,7 @@ def _step_of_line(line: str) -> float:
 
 
 class RunWriter(Callback):
-    """Writes stats.jsonl, sample grids, checkpoints and the final plot into a RunFolder."""
+    """Writes stats.jsonl, sample grids, checkpoints and the final plot into a RunFolder (rank 0)."""
 
     def __init__(self, folder: RunFolder, real_points: torch.Tensor | None = None) -> None:
         self.folder = folder
@@ -112,15 +118,18 @@ class RunWriter(Callback):
         self.fixed_z = trainer.family.sample_z(t.n_grid, torch.device("cpu"), gen)
         if trainer.spec.n_classes and trainer.family.conditional:
             self.fixed_y = torch.arange(t.n_grid) % trainer.spec.n_classes
-        self.folder.truncate_stats(trainer.step)
+        if trainer.dist.is_main:
+            self.folder.truncate_stats(trainer.step)
 
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if not trainer.dist.is_main:
+            return
         with self.folder.stats.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def on_step_end(self, trainer: Trainer) -> None:
         t = trainer.cfg.train
-        if t.sample_every and trainer.step % t.sample_every == 0:
+        if t.sample_every and trainer.step % t.sample_every == 0 and trainer.dist.is_main:
             self.write_samples(trainer)
         if t.ckpt_every and trainer.step % t.ckpt_every == 0:
             self.ckpt_due = True
@@ -130,9 +139,12 @@ class RunWriter(Callback):
             self.write_checkpoint(trainer)
 
     def on_train_end(self, trainer: Trainer) -> None:
-        self.write_samples(trainer)
+        if trainer.dist.is_main:
+            self.write_samples(trainer)
         if self.saved_step != trainer.step:
             self.write_checkpoint(trainer)
+        if not trainer.dist.is_main:
+            return
         plot_training(
             self.folder.stats,
             self.folder.plots / "training.png",
@@ -150,15 +162,38 @@ class RunWriter(Callback):
         return path
 
     def write_checkpoint(self, trainer: Trainer) -> None:
-        tensors, meta = trainer.state()
-        bad = nonfinite_keys(tensors)
-        if bad:  # never save a NaN state; the guard rolls back to the last good one instead
-            trainer.guard.refuse_checkpoint(trainer, bad)
+        """Rank 0 saves; every rank learns the outcome, so all roll back to the same state later."""
+        dist, store = trainer.dist, self.folder.checkpoints
+        tensors, meta = trainer.shared_state()
+        outcome, error = SAVED, None
+        if dist.is_main:
+            try:
+                outcome = self.save(trainer, tensors, meta)
+            except Exception as err:  # the other ranks must hear of it, not wait for ever
+                outcome, error = FAILED, err
+        outcome = dist.broadcast_int(outcome)
+        if error is not None:
+            raise error
+        if outcome == FAILED:
+            raise GanforgeError(
+                f"step {trainer.step}: rank 0 could not write the checkpoint (its error says why)"
+            )
+        if outcome == REFUSED:
+            if not dist.is_main:
+                trainer.guard.poison("NaN/inf in the training state (found by rank 0)")
             return
-        store = self.folder.checkpoints
-        path = store.save(tensors, meta, trainer.step, keep_last=trainer.cfg.train.keep_last)
-        trainer.guard.restore = store.loader(path)
+        trainer.guard.restore = store.loader(store.path(trainer.step))
         self.saved_step, self.ckpt_due = trainer.step, False
+
+    def save(self, trainer: Trainer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> int:
+        """Write the training state: SAVED, or REFUSED when it holds NaN/inf (the guard rolls back
+        to the last good checkpoint instead)."""
+        bad = nonfinite_keys(tensors)
+        if bad:
+            trainer.guard.refuse_checkpoint(trainer, bad)
+            return REFUSED
+        self.folder.checkpoints.save(tensors, meta, trainer.step, keep_last=trainer.cfg.train.keep_last)
+        return SAVED
 
 
 class Progress(Callback):

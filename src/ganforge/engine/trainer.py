@@ -8,6 +8,8 @@ and callbacks see the step. All state lives in :class:`Trainer` and is checkpoin
 Every optimiser step goes through the divergence guard (:mod:`.guard`), which skips it on NaN/inf
 and rolls training back when that persists. The speed options (memory format, compilation, mixed
 precision) are applied by :mod:`.speed`: at construction, and around each phase's loss and backward.
+Under `torchrun` every rank runs this loop on its share of each batch; :mod:`.distributed` averages
+the gradients after each backward and the logged stats, and agrees on stopping.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -29,6 +31,7 @@ from ..errors import CheckpointError
 from ..families import FAMILIES, DataSpec, Family
 from .callbacks import Callback
 from .checkpoint import flatten_optimizer, prefixed, unflatten_optimizer, unprefixed
+from .distributed import Distributed
 from .guard import Guard
 from .rng import global_rng_state, set_global_rng_state
 from .speed import Precision, match_param_layouts, prepare_modules, to_memory_format
@@ -84,15 +87,24 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 class Trainer:
-    """Holds G, D, G_ema, both optimisers, the RNGs and the data position; runs the loop."""
+    """Holds G, D, G_ema, both optimisers, the RNGs and the data position; runs the loop.
+
+    `dist` places it in a torchrun process group (:mod:`.distributed`); by default it trains alone."""
 
     def __init__(
-        self, cfg: Config, spec: DataSpec, data: Dataset | None = None, callbacks: Iterable[Callback] = ()
+        self,
+        cfg: Config,
+        spec: DataSpec,
+        data: Dataset | None = None,
+        callbacks: Iterable[Callback] = (),
+        dist: Distributed | None = None,
     ) -> None:
         self.cfg = cfg
         self.spec = spec
         t = cfg.train
-        self.device = resolve_device(t.device)
+        self.dist = dist or Distributed()
+        self.dist.check(t.batch_size, cfg.stab.pac)
+        self.device = resolve_device(self.dist.device_name(t.device))
         if t.deterministic and self.device.type == "cuda":
             use_deterministic_cuda()
         self.family: Family = FAMILIES.get(cfg.model)(cfg, spec)
@@ -141,7 +153,15 @@ class Trainer:
 
     def next_batch(self) -> dict[str, Tensor]:
         assert self.data is not None and self.sampler is not None, "Trainer was built without data"
-        return to_memory_format(self.sampler.next_batch(self.data), self.channels_last)
+        batch = self.dist.shard_batch(self.sampler.next_batch(self.data))
+        return to_memory_format(batch, self.channels_last)
+
+    def phase_loss(
+        self, loss_fn: Callable[..., tuple[Tensor, dict[str, Tensor]]], batch: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """A family's loss under the precision policy; noise drawn for the global batch when sharded."""
+        with self.precision.autocast(), self.dist.sharded_draws(self.noise):
+            return loss_fn(self.G, self.D, batch, self.noise)
 
     def train_step(self) -> dict[str, Tensor]:
         """One generator step preceded by `n_dis` discriminator steps; returns device-tensor stats."""
@@ -159,10 +179,10 @@ class Trainer:
         set_requires_grad(D, True)
         for _ in range(t.n_dis):
             batch = self.next_batch()
-            with amp.autocast():
-                d_loss, d_stats = family.d_loss(G, D, batch, self.noise)
+            d_loss, d_stats = self.phase_loss(family.d_loss, batch)
             self.opt_D.zero_grad(set_to_none=True)
             amp.backward(d_loss, self.opt_D)
+            d_loss = self.dist.sync_grads(D, d_loss)
             d_stats["Grad/D"] = grad_norm(D)
             skipped += self.guard.step(self.opt_D, d_loss, d_stats["Grad/D"])
             d_stats["Grad/D"] = amp.stat(d_stats["Grad/D"])
@@ -177,10 +197,10 @@ class Trainer:
         # Lazy regularisation phase (R1/R2 every `reg_every` steps, scaled by it: Karras et al. 2020).
         stab = self.cfg.stab
         if (stab.r1_gamma or stab.r2_gamma) and self.step % stab.reg_every == 0:
-            with amp.autocast():
-                reg_loss, reg_stats = family.d_reg_loss(G, D, batch, self.noise)
+            reg_loss, reg_stats = self.phase_loss(family.d_reg_loss, batch)
             self.opt_D.zero_grad(set_to_none=True)
             amp.backward(reg_loss * stab.reg_every, self.opt_D)
+            reg_loss = self.dist.sync_grads(D, reg_loss)
             skipped += self.guard.step(self.opt_D, reg_loss, grad_norm(D))
             amp.update()
             stats.update(reg_stats)
@@ -188,10 +208,10 @@ class Trainer:
         # G phase: gradients flow through D to G, but only G is updated.
         set_requires_grad(D, False)
         set_requires_grad(G, True)
-        with amp.autocast():
-            g_loss, g_stats = family.g_loss(G, D, batch, self.noise)
+        g_loss, g_stats = self.phase_loss(family.g_loss, batch)
         self.opt_G.zero_grad(set_to_none=True)
         amp.backward(g_loss, self.opt_G)
+        g_loss = self.dist.sync_grads(G, g_loss)
         g_stats["Grad/G"] = grad_norm(G)
         skipped += self.guard.step(self.opt_G, g_loss, g_stats["Grad/G"])
         g_stats["Grad/G"] = amp.stat(g_stats["Grad/G"])
@@ -227,7 +247,7 @@ class Trainer:
             cb.on_train_start(self)
         self.guard.start(self)
         start, start_elapsed = time.perf_counter(), self.elapsed
-        while self.step < t.steps and not self.stop_requested:
+        while self.step < t.steps and not self.dist.any(self.stop_requested):  # a stop on any rank
             stats = self.train_step()
             if self.guard.after_step(self, stats["Guard/skipped"]):  # rolled back to a good state
                 self._acc, self._acc_n = {}, {}
@@ -246,16 +266,22 @@ class Trainer:
             cb.on_train_end(self)
 
     def flush_stats(self) -> dict[str, Any]:
-        """Means of the stats since the last flush, read from the device in one synchronisation."""
+        """Means of the stats since the last flush (over ranks too), read from the device in one
+        synchronisation."""
         keys = sorted(self._acc)
-        values = torch.stack([self._acc[k] / self._acc_n[k] for k in keys]).tolist() if keys else []
+        values = (
+            self.dist.mean(torch.stack([self._acc[k] / self._acc_n[k] for k in keys])).tolist()
+            if keys
+            else []
+        )
         self._acc, self._acc_n = {}, {}
         return {"step": self.step, **dict(zip(keys, values)), "time": round(self.elapsed, 3)}
 
     # --- state -------------------------------------------------------------------------------------
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Every tensor of the training state, and the JSON rest."""
+        """Every tensor of this process's training state, and the JSON rest (under torchrun,
+        :meth:`shared_state` is the whole run's)."""
         tensors = {**prefixed("G", self.G.state_dict()), **prefixed("D", self.D.state_dict())}
         if self.G_ema is not None:
             tensors.update(prefixed("G_ema", self.G_ema.state_dict()))
@@ -268,6 +294,7 @@ class Trainer:
         tensors.update(rng_tensors)
         if self.sampler is not None:
             tensors.update(prefixed("data", self.sampler.state_tensors()))
+        tensors.update(prefixed("fakes", self.family.cached_fakes))  # D's next fakes (train.reuse_fakes)
         meta = {
             "format": "ganforge-checkpoint/1",
             "version": __version__,
@@ -282,6 +309,14 @@ class Trainer:
             "guard": self.guard.state(),
         }
         return tensors, meta
+
+    def shared_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """`state()` of the whole run: under torchrun, D's cached fakes (the one per-rank part) are
+        gathered from every rank in rank order, as one process with the global batch holds them. A
+        collective: every rank calls it; :meth:`load_state` takes this rank's rows back."""
+        tensors, meta = self.state()
+        fakes = self.dist.gather_rows(unprefixed("fakes", tensors))
+        return {**tensors, **prefixed("fakes", fakes)}, meta
 
     def load_state(
         self, tensors: dict[str, Tensor], meta: dict[str, Any], weights_only: bool = False
@@ -312,6 +347,10 @@ class Trainer:
             self.noise.set_state(tensors["rng/noise"])
             if self.sampler is not None:
                 self.sampler.load_state_tensors(unprefixed("data", tensors))
+            fakes = self.dist.own_rows(
+                {k: v.to(self.device) for k, v in unprefixed("fakes", tensors).items()}
+            )
+            self.family.cached_fakes = to_memory_format(fakes, self.channels_last) if fakes else {}
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
             raise CheckpointError(f"checkpoint training state is incomplete or corrupt: {err!r}") from None
         set_global_rng_state(tensors, meta.get("rng", {}))
