@@ -66,7 +66,8 @@ def test_wgan_gp_recipe_swaps_batch_norm_out_of_D():
 
 def test_unknown_model_lists_choices():
     with pytest.raises(
-        GanforgeError, match=r"unknown model 'dcgna' \(did you mean 'dcgan'\?\); choose from: dcgan, mlp"
+        GanforgeError,
+        match=r"unknown model 'dcgna' \(did you mean 'dcgan'\?\); choose from: cgan, dcgan, mlp",
     ):
         build_config({"model": "dcgna"}, IMAGES)
 

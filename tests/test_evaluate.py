@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from ganforge.engine.checkpoint import load_checkpoint
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.evaluate import (
     METRICS,
+    Evaluator,
     class_metrics,
     collect_features,
     compute_metrics,
@@ -25,7 +27,7 @@ from ganforge.evaluate import (
     feature_set,
     parse_metrics,
 )
-from ganforge.families import FAMILIES
+from ganforge.families import DataSpec
 from ganforge.metrics.extractors import (
     DIGITS_WEIGHTS,
     digits_probs,
@@ -232,16 +234,162 @@ def test_bad_eval_config_fails_before_writing(tmp_path, setting, message):
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.skipif(
-    not any(FAMILIES.get(name).conditional for name in FAMILIES.names()), reason="no conditional family"
-)
-def test_conditional_digits_run_gets_gan_test_accuracy(tmp_path):
-    name = next(
-        n for n in FAMILIES.names() if FAMILIES.get(n).conditional and "image" in FAMILIES.get(n).data_kinds
+# --------------------------------------------------------------------------- conditional models (GAN-test)
+
+
+def test_conditional_digits_run_gets_gan_test_accuracy_end_to_end(tmp_path, capsys):
+    """`ganforge evaluate` on a tiny cgan run: GAN-test accuracy, per class, in the table, the
+    JSON and RUN/metrics.jsonl (the values are near chance for 2 training steps)."""
+    run = train_tiny(tmp_path, "cond", "cgan", "digits", steps=2).run_dir
+    assert main(["evaluate", str(run), "--metrics", "fid", "--n", "40"]) == 0
+    table = capsys.readouterr().out
+    assert "accuracy" in table and "class_kl" in table
+    rows = {ln.split()[0]: ln.split()[1:] for ln in table.splitlines() if ln.strip()}
+    assert rows["class"] == [str(c) for c in range(10)]  # the per-class table under the values
+    assert len(rows["histogram"]) == 10 and all(0 <= float(v) <= 1 for v in rows["histogram"])
+    assert main(["evaluate", str(run), "--metrics", "fid,is", "--n", "40", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    values, per_class = result["metrics"], result["per_class"]
+    assert 0 <= values["accuracy"] <= 1 and 0 <= values["class_kl"] <= math.log(10) + 1e-9
+    assert len(per_class["accuracy"]) == 10 and all(0 <= a <= 1 for a in per_class["accuracy"])
+    assert sum(per_class["histogram"]) == pytest.approx(1)
+    # 40 samples asked for classes 0..9 in turn: each class's accuracy is a multiple of 1/4
+    assert all((4 * a) == pytest.approx(round(4 * a)) for a in per_class["accuracy"])
+    assert values["accuracy"] == pytest.approx(sum(per_class["accuracy"]) / 10)
+    logged = read_jsonl(run / "metrics.jsonl")
+    assert [r["per_class"] for r in logged][-1] == per_class and len(logged) == 2
+
+
+class HeldOutDigits:
+    """Stands in for a trained conditional generator: for each class asked, it "generates" the
+    next held-out real digit of that class (digits the classifier never trained on)."""
+
+    def __init__(self) -> None:
+        ds = load_dataset(DataConfig(name="digits"))
+        _, held = digits_split(len(ds))
+        self.x, self.y = ds.x[held], ds.y[held]
+        self.family = SimpleNamespace(conditional=True, sample_z=lambda n, device, gen: torch.zeros(n, 1))
+        self.spec = DataSpec("image", (1, 32, 32), n_classes=10)
+        self.step = 0
+        self.used: list[int] = []
+
+    def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        for c in y.tolist():
+            of_class = (self.y == c).nonzero().squeeze(1).tolist()
+            self.used.append(next(i for i in of_class if i not in self.used))
+        return self.x[self.used[-len(y) :]]
+
+
+def test_gan_test_accuracy_of_real_digits_is_the_classifiers_held_out_accuracy():
+    """Known answer: real held-out digits with their true labels, through the same path as a
+    generator's samples, score the classifier's own held-out accuracy on those digits."""
+    ds = load_dataset(DataConfig(name="digits"))
+    fake = HeldOutDigits()
+    evaluator = Evaluator(ds, get_extractor("digits", "image", (1, 32, 32)), ["fid"], n=400, batch_size=64)
+    result = evaluator(fake)
+    used = torch.tensor(fake.used)
+    assert torch.equal(fake.y[used], torch.arange(400) % 10)  # the labels asked for, in turn
+    direct = digits_probs((fake.x[used] + 1) / 2).argmax(1) == fake.y[used]
+    values, per_class = result["metrics"], result["per_class"]
+    assert values["accuracy"] == pytest.approx(float(direct.double().mean()))
+    assert values["accuracy"] >= 0.97  # the asset's held-out accuracy is 0.991 (on all 449)
+    assert min(per_class["accuracy"]) >= 0.9
+    assert per_class["histogram"] == pytest.approx([0.1] * 10, abs=0.02)
+    assert values["class_kl"] < 0.01
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def mixed_table(n=200, seed=0):
+    from .test_tabular import mixed
+
+    return mixed(n, seed)
+
+
+def table_features(df, ref=None):
+    from ganforge.metrics.tables import TableEncoder
+    from ganforge.tabular import infer_schema
+
+    ref = df if ref is None else ref
+    encoder = TableEncoder(infer_schema(ref), ref)
+    return encoder, encoder(df)
+
+
+def test_table_encoder_standardises_numbers_and_one_hots_categories():
+    df = mixed_table()
+    encoder, x = table_features(df)
+    names = encoder.names
+    assert x.shape == (200, encoder.width) and not any(n.startswith(("user_id", "code")) for n in names)
+    for col in ("price", "age", "joined"):  # continuous, integer, datetime
+        v = x[:, names.index(col)].double()
+        assert v.mean().item() == pytest.approx(0, abs=1e-6) and v.std(
+            unbiased=False
+        ).item() == pytest.approx(1, abs=1e-5)
+    score = x[:, names.index("score")]  # 20 % missing: 0 there, and an indicator
+    missing = x[:, names.index("score:missing")]
+    assert torch.equal(missing, torch.tensor(df["score"].isna().to_numpy(), dtype=torch.float32))
+    assert (score[missing == 1] == 0).all()
+    city = [i for i, n in enumerate(names) if n.startswith("city")]
+    assert [names[i] for i in city] == ["city=paris", "city=lyon", "city=nice", "city:other"]
+    assert torch.equal(x[:, city].sum(1), torch.ones(200))
+    other = df.assign(city="rome")  # a value the reference never had
+    assert torch.equal(encoder(other)[:, city[-1]], torch.ones(200))
+
+
+def test_identical_tables_score_perfectly_and_a_shift_costs_its_square():
+    df = mixed_table()
+    _, x = table_features(df)
+    values, _ = compute_metrics(feature_set(x), feature_set(x), ["fid", "pr", "dc"])
+    assert values["fid"] == pytest.approx(0, abs=1e-6)
+    assert values["precision"] == values["recall"] == values["coverage"] == 1.0
+    # Moving one numeric column by one reference standard deviation moves its standardised
+    # feature by exactly 1: the Fréchet distance grows by |mean shift|² = 1, covariances unchanged.
+    shifted = df.assign(price=df["price"] + df["price"].std(ddof=0))
+    encoder, _ = table_features(df)
+    fid = compute_metrics(feature_set(x), feature_set(encoder(shifted)), ["fid"])[0]["fid"]
+    assert fid == pytest.approx(1.0, abs=1e-4)
+    far = df.assign(price=df["price"] + 3 * df["price"].std(ddof=0), city="rome")
+    values_far, _ = compute_metrics(feature_set(x), feature_set(encoder(far)), ["fid", "pr"])
+    assert values_far["fid"] > 9 and values_far["precision"] < 0.9
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    from ganforge.tabular import TabularGAN
+
+    root = tmp_path_factory.mktemp("tab")
+    df = mixed_table(120)
+    df.to_csv(root / "train.csv", index=False)
+    TabularGAN(steps=3, z_dim=8, g_dims=(16,), d_dims=(16,), pac=2, batch_size=20).fit(df).save(
+        root / "model"
     )
-    run = train_tiny(tmp_path, "cond", name, "digits", steps=2).run_dir
-    result = evaluate(run, metrics="fid", n=40)
-    assert 0 <= result["metrics"]["accuracy"] <= 1 and not math.isnan(result["metrics"]["class_kl"])
-    assert len(result["per_class"]["accuracy"]) == 10 and sum(
-        result["per_class"]["histogram"]
-    ) == pytest.approx(1)
+    return root
+
+
+def test_evaluate_tabular_model_folder(table_run, capsys):
+    model, table = table_run / "model", str(table_run / "train.csv")
+    result = evaluate(model, metrics="fid,kid,pr,dc,is", against=table)
+    values = result["metrics"]
+    assert result["extractor"] == "table" and result["n"] == result["n_real"] == 120
+    assert result["step"] == 3 and result["features"] > 10 and "is" in result["skipped"]
+    assert values["fid"] > 0 and all(0 <= values[k] <= 1 for k in ("precision", "recall", "coverage"))
+    assert read_jsonl(model / "metrics.jsonl")[-1]["metrics"] == pytest.approx(values)
+    assert evaluate(model, metrics="fid", against=table)["metrics"]["fid"] == values["fid"]  # seeded
+    assert main(["evaluate", str(model), "--against", table, "--metrics", "fid", "--n", "50"]) == 0
+    assert "fid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "is a tabular model folder, which does not record its training table; pass --against TABLE"),
+        (["--against", "{root}/train.csv", "--extractor", "digits"], "encoded columns (extractor 'table')"),
+        (["--against", "{root}/nope.csv"], "table not found"),
+    ],
+)
+def test_cli_evaluate_tabular_bad_inputs(table_run, capsys, args, message):
+    args = [a.replace("{root}", str(table_run)) for a in args]
+    assert main(["evaluate", str(table_run / "model"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err

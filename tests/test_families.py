@@ -1,5 +1,7 @@
 """The family contract, over every registered family at tiny size: shapes, ranges, gradients."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -27,17 +29,19 @@ def cases():
 
 @pytest.mark.parametrize(("model", "spec_name"), list(cases()))
 def test_shapes_and_gradients(model, spec_name):
-    spec = SPECS[spec_name]
     family_cls = FAMILIES.get(model)
+    # Conditional families train on labelled data; G and D then also take the labels y.
+    spec = replace(SPECS[spec_name], n_classes=2) if family_cls.conditional else SPECS[spec_name]
+    y = (torch.arange(3) % 2,) if family_cls.conditional else ()
     cfg = build_config({"model": model, "net": family_cls.tiny}, spec)
     family = family_cls(cfg, spec)
     G, D = family.build()
     z = family.sample_z(3, torch.device("cpu"), torch.Generator().manual_seed(0))
-    x = family.generate(G, z)
+    x = family.generate(G, z, *y)
     assert x.shape == (3, *spec.shape)
     if spec.kind == "image":
         assert x.min() >= -1 and x.max() <= 1
-    out = D(x)
+    out = D(x, *y)
     assert out.shape == (3,)
     out.sum().backward()
     assert all(p.grad is not None for p in G.parameters())

@@ -406,6 +406,10 @@ def evaluate(
     (pytorch-fid) or "clean" (clean-fid). The result holds the metric values under "metrics",
     metrics that did not apply under "skipped", and how they were measured (extractor, resize,
     n, seed, checkpoint step, ganforge version).
+
+    A tabular model folder (written by `ganforge tabular fit`) is compared with the table
+    `against` (required: the folder does not record its training table) on encoded columns
+    (:mod:`ganforge.metrics.tables`); see :func:`evaluate_table`.
     """
     from .api import load
     from .engine.run import RunFolder
@@ -413,6 +417,8 @@ def evaluate(
     names = parse_metrics(metrics)
     if n is not None and n < 2:
         raise ConfigError(f"n must be at least 2 samples, got {n}")
+    if is_tabular_folder(run_dir):
+        return evaluate_table(Path(run_dir), names, n, against, seed, extractor, device)
     folder = RunFolder(run_dir)
     gan = load(folder.root, device=device)
     real = real_dataset(gan.cfg, gan.spec, against)
@@ -422,6 +428,71 @@ def evaluate(
     evaluator = Evaluator(real, ext, names, n or default_n(gan.spec.kind), seed, batch_size)
     result = {"run": str(folder.root), **evaluator(gan.trainer)}
     append_jsonl(folder.root / "metrics.jsonl", result)
+    return result
+
+
+def is_tabular_folder(run_dir: str | Path) -> bool:
+    from .tabular.model import INFO_FILE
+
+    return (Path(run_dir) / INFO_FILE).is_file()
+
+
+def evaluate_table(
+    root: Path,
+    metrics: Sequence[str],
+    n: int | None,
+    against: str | None,
+    seed: int = 0,
+    extractor: str | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate a tabular model folder (`ganforge tabular fit`) against the table `against`.
+
+    Both tables are encoded by :class:`ganforge.metrics.tables.TableEncoder`, fitted on the
+    reference rows (a seeded subset of at most 10,000); `n` generated rows (default: as many as
+    the reference rows) are compared with them. The result is appended to ROOT/metrics.jsonl.
+    """
+    from .metrics.tables import TableEncoder
+    from .tabular import TabularGAN, read_table
+
+    if extractor not in (None, "table"):
+        raise ConfigError(
+            f"a tabular model is measured on its encoded columns (extractor 'table'), not {extractor!r}"
+        )
+    if against is None:
+        raise ConfigError(
+            f"{root} is a tabular model folder, which does not record its training table; "
+            "pass --against TABLE (.csv, .tsv or .parquet), e.g. the table it was fitted on"
+        )
+    t0 = time.perf_counter()
+    model = TabularGAN.load(root, device=device)
+    real, _ = read_table(against, encoding=model.source.encoding)
+    if len(real) > MAX_REAL:
+        real = real.sample(MAX_REAL, random_state=seed).sort_index()
+    n = n or max(len(real), 2)
+    if model.transformer is None:  # load() always restores it
+        raise GanforgeError(f"{root}: the tabular model has no fitted table encoding")
+    encoder = TableEncoder(model.transformer.schema, real)
+    if encoder.width == 0:
+        raise DataError(f"{against}: nothing to compare, every column of the model is an id column")
+    fake = model.sample(n, seed=seed)
+    values, skipped = compute_metrics(feature_set(encoder(real)), feature_set(encoder(fake)), metrics, seed)
+    result: dict[str, Any] = {
+        "run": str(root),
+        "step": model.trainer.step if model.trainer is not None else 0,
+        "metrics": values,
+        "skipped": skipped,
+        "extractor": "table",
+        "features": encoder.width,
+        "data": str(against),
+        "n": n,
+        "n_real": len(real),
+        "seed": seed,
+        "ganforge": __version__,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    append_jsonl(root / "metrics.jsonl", result)
     return result
 
 
@@ -444,6 +515,8 @@ def format_result(result: dict[str, Any]) -> str:
             text = str(value)
         rows.append((key, text))
     details = [f"{k} {result[k]}" for k in ("weights", "resize") if result.get(k)]
+    if "features" in result:  # tables: the width of the encoded rows
+        details.append(f"{result['features']} encoded columns")
     how = result["extractor"] + (f" ({', '.join(details)})" if details else "")
     lines = [
         f"run        {result.get('run', '')}  (step {result['step']})",
@@ -453,8 +526,11 @@ def format_result(result: dict[str, Any]) -> str:
     ]
     width = max((len(k) for k, _ in rows), default=6)
     lines += [f"{k:<{width}}  {v}" for k, v in rows]
-    for per, vals in result.get("per_class", {}).items():
-        lines.append(f"{per + ' per class':<{width}}  " + " ".join(f"{v:.2f}" for v in vals))
+    per_class = result.get("per_class", {})
+    if per_class:  # GAN-test: accuracy per class asked for, and the share recognised as each class
+        k, w = len(per_class["accuracy"]), max(width, *(len(key) for key in per_class))
+        lines += ["", f"{'class':<{w}}  " + " ".join(f"{c:>5}" for c in range(k))]
+        lines += [f"{key:<{w}}  " + " ".join(f"{v:5.2f}" for v in vals) for key, vals in per_class.items()]
     lines += [f"(skipped {k}: {why})" for k, why in result.get("skipped", {}).items()]
     lines.append(f"({result['seconds']:.1f} s)")
     return "\n".join(lines)

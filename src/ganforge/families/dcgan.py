@@ -10,6 +10,7 @@ Weights are drawn from N(0, 0.02) as in the paper; batch-norm scales from N(1, 0
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,28 +58,33 @@ def widths(base: int, k: int, cap: int) -> list[int]:
     return [min(base * 2**i, cap) for i in range(k + 1)]
 
 
+def generator_trunk(
+    cfg: DCGANConfig, shape: tuple[int, ...], norm: Callable[[int], nn.Module] = nn.BatchNorm2d
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """G's layers as (project, up): z (B, z_dim) -> (B, C0, s0, s0) -> images (B, C, H, W) in [-1, 1].
+
+    `norm(channels)` builds each normalisation layer (batch norm here; the conditional families
+    pass class-conditional batch norm, with the same module positions and parameter names)."""
+    c_img, h, _ = shape
+    s0, k = base_size(h)
+    ch = widths(cfg.g_channels, k, cfg.max_channels)[::-1]  # low -> high resolution
+    project = nn.Sequential(
+        nn.Linear(cfg.z_dim, ch[0] * s0 * s0, bias=False),
+        nn.Unflatten(1, (ch[0], s0, s0)),
+        norm(ch[0]),
+        nn.ReLU(True),
+    )
+    ups: list[nn.Module] = []
+    for i in range(k - 1):
+        ups += [nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False), norm(ch[i + 1]), nn.ReLU(True)]
+    ups += [nn.ConvTranspose2d(ch[k - 1], c_img, 4, 2, 1), nn.Tanh()]
+    return project, nn.Sequential(*ups)
+
+
 class DCGANGenerator(nn.Module):
     def __init__(self, cfg: DCGANConfig, shape: tuple[int, ...]) -> None:
         super().__init__()
-        c_img, h, w = shape
-        s0, k = base_size(h)
-        ch = widths(cfg.g_channels, k, cfg.max_channels)[::-1]  # low -> high resolution
-        self.base = (ch[0], s0, s0)
-        self.project = nn.Sequential(
-            nn.Linear(cfg.z_dim, ch[0] * s0 * s0, bias=False),
-            nn.Unflatten(1, self.base),
-            nn.BatchNorm2d(ch[0]),
-            nn.ReLU(True),
-        )
-        ups: list[nn.Module] = []
-        for i in range(k - 1):
-            ups += [
-                nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ch[i + 1]),
-                nn.ReLU(True),
-            ]
-        ups += [nn.ConvTranspose2d(ch[k - 1], c_img, 4, 2, 1), nn.Tanh()]
-        self.up = nn.Sequential(*ups)
+        self.project, self.up = generator_trunk(cfg, shape)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.up(self.project(z))  # (B, C, H, W) in [-1, 1]
@@ -108,7 +114,7 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 

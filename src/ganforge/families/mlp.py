@@ -44,6 +44,12 @@ def mlp(sizes: list[int], act: nn.Module) -> list[nn.Module]:
     return layers
 
 
+def mlp_features(in_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    """D's trunk: flatten -> [Linear -> LeakyReLU(0.2)] x layers, (B, ...) -> (B, hidden)."""
+    sizes = [in_dim] + [hidden] * layers
+    return nn.Sequential(nn.Flatten(), *mlp(sizes, nn.LeakyReLU(0.2)), nn.LeakyReLU(0.2))
+
+
 class MLPGenerator(nn.Module):
     def __init__(self, cfg: MLPConfig, shape: tuple[int, ...], tanh: bool) -> None:
         super().__init__()
@@ -83,8 +89,7 @@ class MLP(Family):
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         tanh = self.net.out == "tanh" or (self.net.out == "auto" and self.spec.kind == "image")
-        sizes = [math.prod(self.d_shape)] + [self.net.d_hidden] * self.net.d_layers
-        features = nn.Sequential(nn.Flatten(), *mlp(sizes, nn.LeakyReLU(0.2)), nn.LeakyReLU(0.2))
+        features = mlp_features(math.prod(self.d_shape), self.net.d_hidden, self.net.d_layers)
         return MLPGenerator(self.net, self.spec.shape, tanh), self.make_discriminator(
             features, self.net.d_hidden
         )

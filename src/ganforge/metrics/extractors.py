@@ -12,6 +12,9 @@ is a classifier, class probabilities:
   measured with it ("digits-FID") are comparable only with each other.
 - ``points``: the raw coordinates, for 2-D toy mixtures and other non-image data (the fallback).
 - ``inception``: FID Inception-v3 pool3 features (``metrics/inception.py``); needs its weights file.
+- ``table``: rows of a table as encoded columns (standardised numbers, one-hot categories), for
+  tabular model folders; fitted on the reference table, so it lives in ``metrics/tables.py``
+  and works on DataFrames rather than tensors.
 
 Weights ship in the package (``assets/``) or come from a local file: nothing is downloaded.
 """
