@@ -11,11 +11,13 @@ Rows per GAN:
   engine     the SAME networks trained by ganforge's Trainer (`fit()`, default engine settings:
              EMA of G, gradient norms, divergence guard). They are registered below as a
              benchmark-local family; D drops the final sigmoid because the engine's `ns` loss takes
-             logits (the same BCE, computed stably). The difference to `ref` is engine overhead
-             plus one algorithmic choice: the engine's D phase draws its own fakes (one more G
-             forward per step) and D-then-G order, as in Goodfellow et al. (2014, Alg. 1).
-             Default engine settings include train.channels_last=true.
-  engine-nchw / engine+bf16   the same with train.channels_last=false / train.amp=bf16
+             logits (the same BCE, computed stably). Default engine settings include
+             train.channels_last=true and train.reuse_fakes=true (D trains on the previous G
+             phase's fakes, the reference's order), so the difference to `ref` is engine overhead.
+  engine-fresh  the same with train.reuse_fakes=false: the D phase draws its own fakes (one more
+             G forward per step), as in Goodfellow et al. (2014, Alg. 1).
+  engine-nchw / engine+compile / engine+bf16   the same with train.channels_last=false /
+             train.compile=true / train.amp=bf16
   ganforge   ganforge's own family with the settings a user gets for 32-px digits (its recipe);
              ganforge-nchw: the same with train.channels_last=false
 
@@ -261,6 +263,9 @@ def matmul_roof(n: int = 2048, repeats: int = 7) -> float:
 
 
 def count_flops(step: Callable[[], None]) -> int:
+    """FLOPs of one steady-state step: the first step is run uncounted (with train.reuse_fakes the
+    engine's first D phase draws its own fakes; later ones reuse the G phase's)."""
+    step()
     with FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops()
@@ -346,6 +351,8 @@ def main() -> None:
         "ref": ref_step(G_ref, D_ref, data32, gen),
         "engine-nchw": engine_step(make_trainer("bench-pytorchgan-dcgan", 32, "train.channels_last=false")),
         "engine": engine_step(tr_same),
+        "engine-fresh": engine_step(make_trainer("bench-pytorchgan-dcgan", 32, "train.reuse_fakes=false")),
+        "engine+compile": engine_step(make_trainer("bench-pytorchgan-dcgan", 32, "train.compile=true")),
         "engine+bf16": engine_step(make_trainer("bench-pytorchgan-dcgan", 32, "train.amp=bf16")),
         "ganforge-nchw": engine_step(make_trainer("dcgan", 32, "train.channels_last=false")),
         "ganforge": engine_step(tr_dcgan),

@@ -60,6 +60,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "overrides": args.overrides,
         "net": to_dict(gan.cfg.net),
+        "train": to_dict(gan.cfg.train),
         "steps": args.steps,
         "seconds": seconds,
         "curve": points,
