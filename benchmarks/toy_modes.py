@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import tempfile
@@ -61,6 +62,9 @@ def run_one(data: str, recipe: str, seed: int, steps: int | None, n: int) -> dic
 
 
 def summarise(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error; nan when a run has no value (e.g. reverse KL without high-quality samples)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
     return mean, se
@@ -81,7 +85,10 @@ def main() -> None:
     print(f"{'data':7} {'recipe':14} {'modes':>12} {'% hq':>12} {'rKL':>14} {'s/run':>7}  all seeds")
     for data in args.data.split(","):
         for recipe in args.recipes.split(","):
-            runs = [run_one(data, recipe, seed, args.steps, args.n) for seed in range(args.seeds)]
+            runs = []
+            for seed in range(args.seeds):
+                runs.append(run_one(data, recipe, seed, args.steps, args.n))
+                print(f"  {data} {recipe} seed {seed}: {runs[-1]}", flush=True)
             m, hq, kl, sec = (summarise([r[k] for r in runs]) for k in ("modes", "hq_fraction", "reverse_kl", "seconds"))
             k = len(load_dataset(DataConfig(name=data, n_points=10)).modes)
             print(f"{data:7} {recipe:14} {m[0]:5.2f}±{m[1]:4.2f}/{k:<2} {100 * hq[0]:6.2f}±{100 * hq[1]:4.2f} "

@@ -141,9 +141,9 @@ def record_fakes(tr, steps):
 
 
 def test_reuse_fakes_saves_one_generator_forward():
-    """train.reuse_fakes (default, n_dis=1): after the first step G runs once per step, and the
-    fakes D judges are exactly the previous G phase's (PyTorch-GAN's order); off, G runs twice."""
-    reuse, plain = dcgan_trainer(), dcgan_trainer("train.reuse_fakes=false")
+    """train.reuse_fakes (n_dis=1): after the first step G runs once per step, and the fakes D
+    judges are exactly the previous G phase's (PyTorch-GAN's order); off (default), G runs twice."""
+    reuse, plain = dcgan_trainer("train.reuse_fakes=true"), dcgan_trainer()
     g_reuse, d_reuse = record_fakes(reuse, 3)
     g_plain, _ = record_fakes(plain, 3)
     assert len(g_reuse) == 4 and len(g_plain) == 6  # step 1 draws fresh fakes for D
@@ -172,20 +172,21 @@ def test_fused_d_pass_matches_two_passes():
 
 
 def test_reuse_fakes_only_with_one_d_step_and_no_unrolling():
-    assert dcgan_trainer().family.reuse_fakes
-    assert not dcgan_trainer("train.n_dis=2").family.reuse_fakes
-    assert not make_trainer(["stab.unrolled_steps=2"]).family.reuse_fakes
+    assert dcgan_trainer("train.reuse_fakes=true").family.reuse_fakes
+    assert not dcgan_trainer().family.reuse_fakes
+    assert not dcgan_trainer("train.reuse_fakes=true", "train.n_dis=2").family.reuse_fakes
+    assert not make_trainer(["train.reuse_fakes=true", "stab.unrolled_steps=2"]).family.reuse_fakes
 
 
 def test_reuse_fakes_resume_is_bit_exact(tmp_path):
     """The cached fakes are part of the checkpointed state: a resumed run continues bit-exactly."""
-    full = dcgan_trainer()
+    full = dcgan_trainer("train.reuse_fakes=true")
     train(full, 4)
-    half = dcgan_trainer()
+    half = dcgan_trainer("train.reuse_fakes=true")
     train(half, 2)
     tensors, meta = half.state()
     assert "fakes/x" in tensors
-    resumed = dcgan_trainer()
+    resumed = dcgan_trainer("train.reuse_fakes=true")
     resumed.load_state(tensors, meta)
     train(resumed, 2)
     for p, q in zip(full.G.state_dict().values(), resumed.G.state_dict().values()):

@@ -50,7 +50,7 @@ class TrainConfig:
     steps: int = 2000  # generator steps in total (a resumed run continues up to this)
     batch_size: int = 64  # real (and fake) examples per discriminator step
     n_dis: int = 1  # discriminator steps per generator step
-    reuse_fakes: bool = True  # n_dis=1: D trains on the previous G phase's fakes (one G forward less per step)
+    reuse_fakes: bool = False  # n_dis=1: D trains on the previous G phase's fakes (one G forward less per step)
     g_lr: float = 2e-4  # generator Adam learning rate
     d_lr: float = 2e-4  # discriminator Adam learning rate (TTUR: may differ from g_lr)
     beta1: float = 0.5  # Adam beta1; 0.5 as in DCGAN (Radford et al. 2016)
