@@ -20,8 +20,14 @@ Set up its environment once (ctgan pins its own pandas, so it lives apart from t
 
 Prints a table and appends one JSON line per run to benchmarks/results/tabular.jsonl. Times are
 wall-clock seconds of `fit` (ganforge: schema, transformer, training; ctgan: the same), with the
-transformer's share apart. On a machine shared with other jobs, one torch thread (`--threads 1`)
-gives steadier figures: two threads on two busy cores make every small op wait for the slower one.
+transformer's share apart. `cpu_seconds` is this process's CPU time: ctgan's transformer also runs
+in joblib worker processes, which it does not count. On a machine shared with other jobs, one torch
+thread (`--threads 1`) gives steadier figures: two threads on two busy cores make every small op
+wait for the slower one. The 1-minute load average is recorded at the start of each fit.
+
+Private runs (`--dp-epsilons 1,10`, ganforge only; needs `opacus`): the same fit with DP-SGD on the
+critic calibrated to each epsilon (delta = 1 / rows^1.1), scored the same way, with the epsilon
+actually spent. Their cost is the fidelity/utility lost against the non-private ganforge run.
 """
 
 from __future__ import annotations
@@ -116,18 +122,24 @@ def fit_ctgan(
     return model, {"fit_seconds": t.wall, "cpu_seconds": t.cpu, "load_1m": t.load, **spent}
 
 
-def fit_ganforge(train: pd.DataFrame, epochs: int, seed: int) -> tuple[Any, dict[str, float]]:
+def fit_ganforge(
+    train: pd.DataFrame, epochs: int, seed: int, dp_epsilon: float | None = None
+) -> tuple[Any, dict[str, float]]:
     from ganforge.tabular import TabularGAN
 
-    model = TabularGAN(epochs=epochs, batch_size=500, pac=10, seed=seed)
+    model = TabularGAN(epochs=epochs, batch_size=500, pac=10, seed=seed, dp_epsilon=dp_epsilon)
     with Timed() as t:
         model.fit(train)
-    return model, {
+    timing = {
         "fit_seconds": t.wall,
         "cpu_seconds": t.cpu,
         "load_1m": t.load,
         "transform_seconds": model.info["transform_seconds"],
     }
+    if model.privacy:
+        keys = ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps")
+        timing["dp"] = {k: model.privacy[k] for k in keys}
+    return model, timing
 
 
 def scores(report: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +160,9 @@ def scores(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_table(name: str, epochs: int, seed: int, order: list[str]) -> dict[str, Any]:
+def run_table(
+    name: str, epochs: int, seed: int, order: list[str], dp_epsilons: list[float]
+) -> dict[str, Any]:
     from ganforge.tabular import infer_schema
     from ganforge.tabular.report import evaluate
 
@@ -173,6 +187,16 @@ def run_table(name: str, epochs: int, seed: int, order: list[str]) -> dict[str, 
         )
     out["speedup"] = out["ctgan"]["fit_seconds"] / out["ganforge"]["fit_seconds"]
     out["speedup_cpu"] = out["ctgan"]["cpu_seconds"] / out["ganforge"]["cpu_seconds"]
+    for eps in dp_epsilons:
+        torch.manual_seed(seed)
+        model, timing = fit_ganforge(train, epochs, seed, dp_epsilon=eps)
+        report = evaluate(train, model.sample(len(train), seed=seed), hold, TARGETS[name], schema, seed)
+        out.setdefault("ganforge_dp", {})[f"{eps:g}"] = {**timing, **scores(report)}
+        print(
+            f"  {name:10s} DP eps={eps:<4g} fit {timing['fit_seconds']:7.1f} s  spent {timing['dp']['epsilon']:.3f}"
+            f"  fidelity {out['ganforge_dp'][f'{eps:g}']['fidelity']:.3f}",
+            flush=True,
+        )
     return out
 
 
@@ -200,14 +224,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ganforge-first", action="store_true", help="fit ganforge before ctgan")
+    ap.add_argument(
+        "--dp-epsilons", default="1,10", help="private ganforge fits per table (comma-separated; '' for none)"
+    )
     ap.add_argument("--no-record", action="store_true", help="do not append to the results file")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
     order = ["ganforge", "ctgan"] if args.ganforge_first else ["ctgan", "ganforge"]
+    dp_epsilons = [float(e) for e in args.dp_epsilons.split(",") if e]
+    load_start = os.getloadavg()[0]
     results = {}
     for name in args.tables.split(","):
-        results[name] = run_table(name, args.epochs or EPOCHS[name], args.seed, order)
+        results[name] = run_table(name, args.epochs or EPOCHS[name], args.seed, order, dp_epsilons)
     record = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "benchmark": "tabular_vs_ctgan",
@@ -216,6 +245,7 @@ def main() -> None:
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "loadavg_1m_start": load_start,
             "loadavg_1m_end": os.getloadavg()[0],
         },
         "versions": versions(),
@@ -239,6 +269,13 @@ def main() -> None:
             print(
                 f"{name:10s} {which:9s} "
                 + " ".join(f"{v:13.3f}" if isinstance(v, float) else f"{v!s:>13s}" for v in vals)
+            )
+        for eps, d in r.get("ganforge_dp", {}).items():
+            vals = [d.get(k) for k in keys]
+            print(
+                f"{name:10s} {'dp ' + eps:9s} "
+                + " ".join(f"{v:13.3f}" if isinstance(v, float) else f"{v!s:>13s}" for v in vals)
+                + f"   epsilon spent {d['dp']['epsilon']:.3f}"
             )
         print(
             f"{name:10s} speed-up (wall) {r['speedup']:.2f}x, (cpu) {r['speedup_cpu']:.2f}x at {r['epochs']} epochs"

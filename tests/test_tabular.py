@@ -13,7 +13,7 @@ import torch
 from ganforge.cli import main
 from ganforge.data import Dataset
 from ganforge.errors import ConfigError, DataError
-from ganforge.families.tabular import Layout, TableSampler
+from ganforge.families.tabular import Layout
 from ganforge.tabular import (
     TableTransformer,
     TabularGAN,
@@ -24,6 +24,7 @@ from ganforge.tabular import (
 )
 from ganforge.tabular.mixture import fit_dp_mixture
 from ganforge.tabular.report import evaluate, write_report
+from ganforge.tabular.sampling import TableSampler
 
 TINY = {"z_dim": 8, "g_dims": (16,), "d_dims": (16,), "pac": 2, "batch_size": 20}
 
@@ -149,6 +150,40 @@ def test_training_by_sampling_pairs_rows_with_their_condition():
     picked = batch["c"][:, off : off + 3]
     share = picked[:, 0].sum() / picked.sum()  # categories sorted: lyon, nice, paris -> nice at 1
     assert picked.sum() > 0 and 0.15 < (picked[:, 1].sum() / picked.sum()) < 0.45 and share > 0.1
+
+
+def test_fast_paths_compute_the_same_functions():
+    """G without re-concatenating z (+) c, the closed-form gradient penalty and the one-pass
+    segment softmax give what the plain definitions give."""
+    from ganforge.families.tabular import ResidualGenerator, critic_features, critic_gradient_penalty
+    from ganforge.losses import gradient_penalty
+    from ganforge.nn import Discriminator
+
+    torch.manual_seed(0)
+    G = ResidualGenerator(12, [16, 8], 7).eval()
+    zc = torch.randn(30, 12)
+    torch.testing.assert_close(G(zc), G.seq(zc), rtol=1e-5, atol=1e-6)
+    D = Discriminator(critic_features(4 * 5, [16, 8], 0.5), 8, pac=4).eval()  # no dropout: same masks
+    real, fake = torch.randn(40, 5), torch.randn(40, 5)
+    values, grads = [], []
+    for gp in (critic_gradient_penalty, lambda *a: gradient_penalty(*a[:3], generator=a[3])):
+        D.zero_grad()
+        value = gp(D, real, fake, torch.Generator().manual_seed(1))
+        value.backward()
+        values.append(value.detach())
+        grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in D.parameters()])
+    torch.testing.assert_close(values[0], values[1])
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
+    # Gumbel-softmax: one-hots sum to 1, alphas are tanh, argmax frequencies follow softmax(logits).
+    layout = Layout(["tanh:1", "softmax:3", "softmax:2"], [1], 6)
+    raw = torch.tensor([[0.3, 1.0, 0.0, -1.0, 2.0, 2.0]]).expand(20_000, -1)
+    out = layout.activate(raw, 0.2, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out[:, 0], torch.tanh(raw[:, 0]))
+    torch.testing.assert_close(out[:, 1:4].sum(1), torch.ones(20_000))
+    freq = torch.bincount(out[:, 1:4].argmax(1), minlength=3) / 20_000.0
+    torch.testing.assert_close(freq, torch.softmax(raw[0, 1:4], 0), atol=0.015, rtol=0)
+    assert abs(out[:, 4:6].argmax(1).float().mean().item() - 0.5) < 0.015
 
 
 # --- model: fit, sample, determinism, conditions, save/load --------------------------------------------

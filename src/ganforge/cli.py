@@ -1,7 +1,8 @@
 """The `ganforge` command: a thin layer over the public API.
 
 Errors a user can fix (GanforgeError, bad arguments) print one line on stderr and exit 2;
-nothing is written before all inputs are checked.
+nothing is written before all inputs are checked. Under `torchrun` (docs/distributed.md) every
+process that stops prints its error; warnings and the summary line come from rank 0 only.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import numpy as np
 
 from . import __version__
 from .engine import Callback
+from .engine.distributed import is_main
 from .errors import GanforgeError, GanforgeWarning
 
 SAMPLE_FORMATS = (".png", ".npy", ".npz")
+MAX_GRID_CLASSES = 32  # class-ordered sample grids: at most this many columns
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -92,7 +95,10 @@ def build_parser() -> ArgumentParser:
     t.add_argument("--allow-config-change", action="store_true", help="accept a changed config when resuming")
     t.add_argument("--quiet", action="store_true", help="no progress display")
 
-    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s = sub.add_parser(
+        "sample",
+        help="draw samples from a trained run (conditional models: classes in turn, one column each)",
+    )
     s.add_argument("run", type=Path, help="run folder")
     s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     s.add_argument("--seed", type=int, default=0)
@@ -101,18 +107,29 @@ def build_parser() -> ArgumentParser:
 
     sub.add_parser("list", help="list models, losses and datasets")
 
-    e = sub.add_parser("evaluate", help="measure a trained run (FID, KID, precision/recall, IS, modes)")
-    e.add_argument("run", type=Path, help="run folder")
+    e = sub.add_parser(
+        "evaluate", help="measure a trained run (FID, KID, precision/recall, IS, modes, GAN-test accuracy)"
+    )
+    e.add_argument("run", type=Path, help="run folder, or a tabular model folder (with --against TABLE)")
     e.add_argument(
         "--metrics", default="fid,kid,pr,dc,is,modes", help="comma-separated (default: all that apply)"
     )
-    e.add_argument("--n", type=int, help="generated samples (default 10000; 2500 for 2-D toy data)")
     e.add_argument(
-        "--against", metavar="DATA", help="compare with this dataset or path (default: the run's data)"
+        "--n",
+        type=int,
+        help="generated samples (default 10000; 2500 for 2-D toys; tables: the reference rows)",
+    )
+    e.add_argument(
+        "--against",
+        metavar="DATA",
+        help="compare with this dataset or path (default: the run's data); a table for tabular model folders",
     )
     e.add_argument("--seed", type=int, default=0, help="noise seed of the samples")
     e.add_argument("--inception-weights", type=Path, metavar="PATH", help="FID Inception weights (RGB data)")
-    e.add_argument("--extractor", help="features: digits, points or inception (default: by data)")
+    e.add_argument(
+        "--extractor",
+        help="features: digits, points or inception; table for tabular models (default: by data)",
+    )
     e.add_argument("--resize", choices=("legacy", "clean"), default="legacy", help="Inception resizing")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -198,7 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     finally:
         stop.restore()
-    print(f"run folder: {out}  (step {gan.step}; samples in {out / 'samples'})", file=sys.stderr)
+    if is_main():
+        print(f"run folder: {out}  (step {gan.step}; samples in {out / 'samples'})", file=sys.stderr)
     return 0
 
 
@@ -218,9 +236,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = gan.sample(args.n, seed=args.seed)
     labels = (np.arange(args.n) % gan.spec.n_classes) if gan.trainer.family.conditional else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".png":
-        save_png = save_points if gan.spec.kind == "points" else save_grid
-        atomic_write(args.out, lambda tmp: save_png(x, tmp))
+    if suffix == ".png" and gan.spec.kind == "points":
+        atomic_write(args.out, lambda tmp: save_points(x, tmp))
+    elif suffix == ".png":
+        # Conditional models: one column per class (labels cycle 0, 1, ..., K-1), when K fits a row.
+        nrow = gan.spec.n_classes if labels is not None and gan.spec.n_classes <= MAX_GRID_CLASSES else None
+        atomic_write(args.out, lambda tmp: save_grid(x, tmp, nrow=nrow))
     elif suffix == ".npy":
         atomic_write(args.out, lambda tmp: np.save(tmp, x.numpy()))
     else:
@@ -283,6 +304,15 @@ def add_tabular_parser(sub: Any) -> None:
     f.add_argument("--pac", type=int, default=10, help="rows the critic judges together (default 10)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="cpu")
+    f.add_argument(
+        "--dp-epsilon",
+        type=float,
+        help="train the critic with DP-SGD to spend at most this epsilon (needs opacus)",
+    )
+    f.add_argument("--dp-delta", type=float, help="the delta of the DP guarantee (default 1 / rows^1.1)")
+    f.add_argument(
+        "--dp-max-grad-norm", type=float, default=1.0, help="DP-SGD clip C per pack of rows (default 1)"
+    )
     f.add_argument("--quiet", action="store_true", help="no progress display")
 
     s = tsub.add_parser("sample", help="generate rows from a model folder")
@@ -309,6 +339,9 @@ def add_tabular_parser(sub: Any) -> None:
     )
     r.add_argument("--target", help="column to predict for the utility score")
     r.add_argument("--json", type=Path, dest="json_out", help="also write the report as JSON here")
+    r.add_argument(
+        "--model", type=Path, help="model folder of the synthetic table: report its differential privacy"
+    )
     r.add_argument("--seed", type=int, default=0)
 
     c = tsub.add_parser("schema", parents=[table_opts], help="print the inferred column kinds (YAML)")
@@ -344,6 +377,9 @@ def _tab_fit(args: argparse.Namespace) -> int:
         pac=args.pac,
         schema=args.schema,
         device=args.device,
+        dp_epsilon=args.dp_epsilon,
+        dp_delta=args.dp_delta,
+        dp_max_grad_norm=args.dp_max_grad_norm,
         verbose=not args.quiet,
     )
     model.fit(args.data, delimiter=args.delimiter, encoding=args.encoding)
@@ -354,6 +390,10 @@ def _tab_fit(args: argparse.Namespace) -> int:
         f"{info.get('fit_seconds', 0):.1f} s)",
         file=sys.stderr,
     )
+    if model.privacy:
+        from .tabular.report import privacy_summary
+
+        print(f"differential privacy: {privacy_summary(model.privacy)}", file=sys.stderr)
     return 0
 
 
@@ -395,14 +435,22 @@ def _tab_report(args: argparse.Namespace) -> int:
     from .tabular import infer_schema
 
     schema = infer_schema(real, args.schema)
-    report = evaluate(real, synth, holdout=holdout, target=args.target, schema=schema, seed=args.seed)
+    training = None
+    if args.model is not None:
+        from .tabular import TabularGAN
+
+        training = {"differential_privacy": TabularGAN.load(args.model).privacy}
+    report = evaluate(
+        real, synth, holdout=holdout, target=args.target, schema=schema, seed=args.seed, training=training
+    )
     write_report(report, args.out, real, synth, schema)
     if args.json_out:
         write_report(report, args.json_out)
     s = report["summary"]
     ratio = "" if s["utility_ratio"] is None else f", utility ratio {s['utility_ratio']:.3f}"
+    dp = "" if s.get("dp_epsilon") is None else f", DP epsilon {s['dp_epsilon']:.3g}"
     print(
-        f"fidelity {s['fidelity']:.3f}{ratio}, exact copies {s['exact_copies']:.3f}; report: {args.out}",
+        f"fidelity {s['fidelity']:.3f}{ratio}, exact copies {s['exact_copies']:.3f}{dp}; report: {args.out}",
         file=sys.stderr,
     )
     return 0
@@ -455,11 +503,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line_warnings(show: Any) -> Any:
-    """showwarning that prints ganforge's own warnings as one line, others as before."""
+    """showwarning that prints ganforge's own warnings as one line, others as before. Under
+    torchrun they come from rank 0 alone: they concern the state all ranks share."""
 
     def showwarning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if issubclass(category, GanforgeWarning):
-            print(f"ganforge: warning: {message}", file=sys.stderr)
+            if is_main():
+                print(f"ganforge: warning: {message}", file=sys.stderr)
         else:
             show(message, category, *args, **kwargs)
 

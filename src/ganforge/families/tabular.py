@@ -11,8 +11,19 @@
   category with probability ~ log(1 + frequency), and a real row that has it; G's loss adds the
   cross-entropy between the chosen category and G's logits for that column (Eq. in Sec. 4.3).
 
-All span operations are vectorised: softmax spans are padded into a few (B, S, K) blocks by
-width bucket, so the cost per step does not grow with the number of columns in Python.
+Speed, with the same model and the same distributions as the paper's: all spans are activated at
+once (a segment softmax, no Python loop over columns); G adds z (+) c's share of every layer from
+one product per layer instead of concatenating z (+) c into each layer's input (so backward never
+computes the gradient of the noise); the critic scores real and fake packs in one pass; and the
+gradient penalty of the plain MLP critic is computed in closed form (:class:`CriticPenalty`).
+
+Differential privacy (``net.dp_noise_multiplier`` > 0): DP-SGD on the critic (Abadi et al. 2016,
+Alg. 1) with a pack as the unit. Each step draws `batch_size` rows uniformly without replacement
+(:class:`ganforge.tabular.sampling.UniformTableSampler`); each pack's gradient of its critic loss
+*including* its gradient penalty is clipped to L2 norm C, the sum is perturbed with
+N(0, sigma^2 C^2 I) and averaged (:mod:`ganforge.tabular.privacy`, which also does the accounting).
+A row is in one pack per step, so clipping bounds its influence; G sees the data only through the
+critic (post-processing).
 
 The table layout reaches the networks through the config: `net.spans` (G's output blocks,
 "tanh:1" / "softmax:K") and `net.cond_spans` (the spans forming c), filled by
@@ -22,6 +33,7 @@ The table layout reaches the networks through the config: `net.spans` (G's outpu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,6 +42,8 @@ from torch import Tensor, nn
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..losses import gradient_penalty
+from ..nn import Discriminator
 from .base import FAMILIES, DataSpec, Family, Stats
 
 
@@ -45,6 +59,8 @@ class TabularConfig:
     cond_spans: list[int] = field(
         default_factory=list
     )  # indices of the spans that form the conditional vector
+    dp_noise_multiplier: float = 0.0  # DP-SGD sigma on the critic (0 = no privacy; TabularGAN calibrates it)
+    dp_max_grad_norm: float = 1.0  # DP-SGD clip C: each pack's critic gradient is scaled to norm <= C
 
     def validate(self) -> None:
         if self.z_dim < 1:
@@ -55,6 +71,8 @@ class TabularConfig:
             raise ConfigError(f"net.dropout must lie in [0, 1), got {self.dropout}")
         if not self.tau > 0:
             raise ConfigError(f"net.tau must be positive, got {self.tau}")
+        if not self.dp_noise_multiplier >= 0 or not self.dp_max_grad_norm > 0:
+            raise ConfigError("net.dp_noise_multiplier must be >= 0 and net.dp_max_grad_norm > 0")
         for s in self.spans:
             act, _, width = s.partition(":")
             if act not in ("tanh", "softmax") or not width.isdigit() or int(width) < 1:
@@ -65,7 +83,7 @@ class TabularConfig:
 
 
 class Layout:
-    """Index tensors for the vectorised span activations and the conditional cross-entropy."""
+    """Index tensors for the span activations (all spans at once) and the conditional cross-entropy."""
 
     def __init__(self, spans: list[str], cond_spans: list[int], width: int) -> None:
         spans = spans or ["tanh:1"] * width
@@ -74,25 +92,10 @@ class Layout:
             raise ConfigError(f"net.spans cover {sum(widths)} values but the table is encoded in {width}")
         starts = [sum(widths[:i]) for i in range(len(widths))]
         self.width = width
-        tanh = [p for s, a, w in zip(starts, spans, widths) if a.startswith("tanh") for p in range(s, s + w)]
-        self.tanh = torch.tensor(tanh, dtype=torch.long)
-        # Softmax spans bucketed by width (1, 2, 3-4, 5-8, ...): one padded (B, S, K) softmax per bucket.
-        # Padding indexes column `width`, a -inf appended to the logits (probability 0).
-        buckets: dict[int, list[int]] = {}
-        for i, (a, w) in enumerate(zip(spans, widths)):
-            if a.startswith("softmax"):
-                buckets.setdefault((w - 1).bit_length(), []).append(i)
-        self.buckets: list[tuple[Tensor, Tensor]] = []
-        order = list(tanh)
-        for _, members in sorted(buckets.items()):
-            k = max(widths[i] for i in members)
-            idx = torch.full((len(members), k), width, dtype=torch.long)
-            for row, i in enumerate(members):
-                idx[row, : widths[i]] = torch.arange(starts[i], starts[i] + widths[i])
-            valid = (idx.flatten() < width).nonzero().squeeze(1)
-            self.buckets.append((idx, valid))
-            order += idx.flatten()[valid].tolist()
-        self.restore = torch.argsort(torch.tensor(order, dtype=torch.long))  # grouped order -> column order
+        # Every column belongs to one span (a segment); an alpha is a segment of its own.
+        self.segment = torch.repeat_interleave(torch.arange(len(spans)), torch.tensor(widths))  # (D,)
+        self.is_tanh = torch.tensor([s.startswith("tanh") for s, w in zip(spans, widths) for _ in range(w)])
+        self.n_spans = len(spans)
         # Conditional vector: the one-hots of `cond_spans`, concatenated.
         cw = [widths[i] for i in cond_spans]
         self.cond_dim = sum(cw)
@@ -100,22 +103,25 @@ class Layout:
         self.cond_offsets = [sum(cw[:j]) for j in range(len(cw))]  # in c
         self.cond_widths = cw
         kc = max(cw, default=1)
+        # Padding indexes column `width`, a -inf appended to the logits (probability 0).
         self.cond_table = torch.full((len(cw), kc), width, dtype=torch.long)
         for j, (s, w) in enumerate(zip(self.cond_starts, cw)):
             self.cond_table[j, :w] = torch.arange(s, s + w)
 
     def activate(self, raw: Tensor, tau: float, generator: torch.Generator | None) -> Tensor:
-        """tanh on the alphas, Gumbel-softmax(tau) on every one-hot span.  (B, D) -> (B, D)"""
-        B = raw.shape[0]
-        parts = [torch.tanh(raw[:, self.tanh.to(raw.device)])]
-        padded = torch.cat([raw, raw.new_full((B, 1), float("-inf"))], dim=1)
-        for idx, valid in self.buckets:
-            logits = padded[:, idx.to(raw.device)]  # (B, S, K)
-            u = torch.rand(logits.shape, device=raw.device, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
-            gumbel = -torch.log(-torch.log(u))
-            probs = F.softmax((logits + gumbel) / tau, dim=-1)
-            parts.append(probs.reshape(B, -1)[:, valid.to(raw.device)])
-        return torch.cat(parts, dim=1)[:, self.restore.to(raw.device)]
+        """tanh on the alphas, Gumbel-softmax(tau) on every one-hot span, as one segment softmax.
+        (B, D) -> (B, D); the softmax of an alpha's one-column segment is computed and discarded."""
+        B, dev = raw.shape[0], raw.device
+        segment = self.segment.to(dev)
+        u = torch.rand(raw.shape, device=dev, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
+        y = (raw - torch.log(-torch.log(u))) / tau  # logits + Gumbel(0, 1) noise, over tau
+        with torch.no_grad():  # a per-span shift cancels in the softmax; it keeps exp() finite
+            top = y.new_full((B, self.n_spans), float("-inf"))
+            top = top.scatter_reduce_(1, segment.expand(B, -1), y, "amax")[:, segment]
+        e = torch.exp(y - top)
+        sums = e.new_zeros(B, self.n_spans).index_add(1, segment, e)  # (B, S) each span's total
+        probs = e / sums[:, segment]
+        return torch.where(self.is_tanh.to(dev), torch.tanh(raw), probs)
 
     def cond_loss(self, raw: Tensor, col: Tensor, opt: Tensor) -> Tensor:
         """Mean cross-entropy between G's logits for each row's conditioned column and its category."""
@@ -137,6 +143,11 @@ class Residual(nn.Module):
 
 
 class ResidualGenerator(nn.Module):
+    """`seq` (Residual blocks, then a linear layer) is the network; `forward` computes the same
+    function without concatenating the input zc into every layer's input: a layer's input is
+    [h_k, ..., h_1, zc], so its product splits into W_h [h_k..h_1] + W_zc zc. The zc products need
+    no input gradient, which saves about a sixth of G's backward."""
+
     def __init__(self, in_dim: int, dims: list[int], out_dim: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -147,7 +158,19 @@ class ResidualGenerator(nn.Module):
         self.seq = nn.Sequential(*layers)
 
     def forward(self, zc: Tensor) -> Tensor:
-        return self.seq(zc)  # (B, D) raw: the family applies tanh / Gumbel-softmax per span
+        *blocks, head = self.seq
+        k = zc.shape[1]
+        h: Tensor | None = None  # [h_i, ..., h_1]: the block outputs so far, newest first
+        for block in blocks:
+            W = block.fc.weight  # read once (a parametrised weight is recomputed on each read)
+            a = F.linear(zc, W[:, -k:], block.fc.bias)
+            if h is not None:
+                a = torch.addmm(a, h, W[:, :-k].t())
+            r = F.relu(block.bn(a))
+            h = r if h is None else torch.cat([r, h], dim=1)
+        W = head.weight
+        out = F.linear(zc, W[:, -k:], head.bias)
+        return out if h is None else torch.addmm(out, h, W[:, :-k].t())  # (B, D) raw, as seq(zc)
 
 
 class Dropout(nn.Module):
@@ -161,7 +184,7 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+        return x * (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 def critic_features(in_dim: int, dims: list[int], dropout: float) -> nn.Sequential:
@@ -173,69 +196,80 @@ def critic_features(in_dim: int, dims: list[int], dropout: float) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
-class TableSampler:
-    """Training-by-sampling (Xu et al. 2019, Sec. 4.3), vectorised with torch.
+# --- the critic's gradient penalty in closed form ----------------------------------------------------
 
-    Each batch: a discrete column per row (uniform), a category (~ log(1 + count)), the
-    conditional vector c for G, and real rows having those categories, shuffled against c as
-    in the reference implementation (`c_real` goes with `x`). Without discrete columns, rows are
-    drawn uniformly with replacement. State: one generator (saved in checkpoints).
-    """
 
-    def __init__(self, x: Tensor, layout: Layout, batch_size: int, seed: int, log_frequency: bool) -> None:
-        self.n, self.batch_size, self.layout = x.shape[0], batch_size, layout
-        self.generator = torch.Generator().manual_seed(seed)
-        if not layout.cond_widths:
-            return
-        xc = x.detach().cpu()
-        rows, starts, counts, cdf = [], [], [], []
-        kc = max(layout.cond_widths)
-        base = 0
-        for s, w in zip(layout.cond_starts, layout.cond_widths):
-            codes = xc[:, s : s + w].argmax(dim=1)
-            count = torch.bincount(codes, minlength=w)
-            order = torch.argsort(codes, stable=True)  # rows grouped by category
-            rows.append(order.to(torch.int32))
-            starts.append(base + torch.cumsum(count, 0) - count)
-            counts.append(count)
-            freq = torch.log1p(count.double()) if log_frequency else count.double()
-            row = torch.ones(kc, dtype=torch.float64)
-            row[:w] = torch.cumsum(freq / freq.sum(), 0)
-            cdf.append(row)
-            base += self.n
-        self.rows = torch.cat(rows)  # (n_cond * N,) row ids, grouped by column then category
-        self.cat_start = torch.cat(starts)  # (cond_dim,) where each category's rows begin
-        self.cat_count = torch.cat(counts)  # (cond_dim,)
-        self.cdf = torch.stack(cdf).float()  # (n_cond, K_max) per-column category CDF
-        self.offsets = torch.tensor(layout.cond_offsets)
-        self.widths = torch.tensor(layout.cond_widths)
+class CriticPenalty(torch.autograd.Function):
+    """WGAN-GP's E[(||grad_x D(x_hat)||_2 - 1)^2] (Gulrajani et al. 2017, Eq. 3) for the MLP critic
+    D(x) = w^T g_L(... g_1(x)), g_l(h) = m_l * LeakyReLU(W_l h + b_l), m_l a dropout mask.
 
-    def next_batch(self, data: Dataset) -> dict[str, Tensor]:
-        B, g, dev = self.batch_size, self.generator, data.x.device
-        if not self.layout.cond_widths:
-            return {"x": data.x[torch.randint(self.n, (B,), generator=g).to(dev)]}
-        col = torch.randint(len(self.layout.cond_widths), (B,), generator=g)
-        u = torch.rand(B, 1, generator=g)
-        opt = torch.minimum((self.cdf[col] < u).sum(1), self.widths[col] - 1)
-        cat = self.offsets[col] + opt  # (B,) position in c
-        c = torch.zeros(B, self.layout.cond_dim).scatter_(1, cat[:, None], 1.0)
-        perm = torch.randperm(B, generator=g)
-        cat_real = cat[perm]
-        pick = (torch.rand(B, generator=g) * self.cat_count[cat_real]).long()
-        rows = self.rows[self.cat_start[cat_real] + pick].long()
-        return {
-            "x": data.x[rows.to(dev)],
-            "c": c.to(dev),
-            "c_real": c[perm].to(dev),
-            "col": col.to(dev),
-            "opt": opt.to(dev),
-        }
+    With s_l the LeakyReLU slopes (1 or 0.2) and masks fixed, the input gradient is linear in each
+    weight: delta_L = w * m_L s_L, delta_l = (delta_{l+1} W_{l+1}) * m_l s_l, grad_x = delta_1 W_1.
+    The slopes are piecewise constant in the weights, so with u = dGP/dgrad_x the weight gradients
+    are dW_1 = delta_1^T u and, going up, dW_l = delta_l^T (d delta_{l-1} * m s), dw = sum of
+    d delta_L * m s — the same numbers autograd's double backward gives, in four large products
+    instead of its eight, and without storing a graph (about 40 % less time on a CPU)."""
 
-    def state_tensors(self) -> dict[str, Tensor]:
-        return {"rng": self.generator.get_state()}
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, slope: float, masks: list[Tensor], biases: list[Tensor], *weights: Tensor
+    ) -> Tensor:
+        Ws, head = weights[:-1], weights[-1]  # (H_l, H_{l-1}) each, then (1, H_L)
+        h, gates = x, []
+        for W, b, m in zip(Ws, biases, masks):
+            a = torch.addmm(b, h, W.t())
+            positive = a > 0
+            gates.append(torch.where(positive, m, m * slope))  # m_l * s_l
+            h = torch.where(positive, a, a * slope) * m
+        deltas = [head * gates[-1]]  # (M, H_L)
+        for W, gate in zip(reversed(Ws[1:]), reversed(gates[:-1])):
+            deltas.insert(0, (deltas[0] @ W) * gate)
+        grad_x = deltas[0] @ Ws[0]  # (M, I)
+        norm = torch.linalg.vector_norm(grad_x, dim=1)
+        ctx.save_for_backward(grad_x, norm, *gates, *deltas, *Ws)
+        ctx.layers = len(Ws)
+        return (norm - 1.0).pow(2).mean()
 
-    def load_state_tensors(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["rng"])
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        n = ctx.layers
+        grad_x, norm, *rest = ctx.saved_tensors
+        gates, deltas, Ws = rest[:n], rest[n : 2 * n], rest[2 * n :]
+        u = grad_x * (grad * 2.0 / grad_x.shape[0] * (norm - 1.0) / norm.clamp_min(1e-12))[:, None]
+        dWs = [deltas[0].t() @ u]
+        d_delta = u @ Ws[0].t()  # dGP / d delta_1
+        for i in range(1, n):
+            v = d_delta * gates[i - 1]  # dGP / d (delta_{i+1} W_{i+1})
+            dWs.append(deltas[i].t() @ v)
+            d_delta = v @ Ws[i].t()
+        d_head = (d_delta * gates[-1]).sum(0, keepdim=True)
+        return (None, None, None, None, *dWs, d_head)
+
+
+def critic_layers(D: Discriminator) -> tuple[list[tuple[str, nn.Linear]], float, float]:
+    """The plain MLP critic's hidden layers as (parameter-name prefix, Linear), its LeakyReLU
+    slope and its dropout rate (0 in eval mode, as nn.Dropout)."""
+    linears = [(f"features.{i}", m) for i, m in enumerate(D.features) if isinstance(m, nn.Linear)]
+    slope = next((m.negative_slope for m in D.features if isinstance(m, nn.LeakyReLU)), 0.2)
+    p = next((m.p for m in D.features if isinstance(m, Dropout)), 0.0) if D.training else 0.0
+    return linears, slope, p
+
+
+def dropout_masks(rows: int, widths: list[int], p: float, like: Tensor) -> list[Tensor]:
+    """Inverted-dropout masks (rows, width) as :class:`Dropout` draws them (the global RNG)."""
+    return [(torch.rand(rows, w, device=like.device) >= p).to(like.dtype) / (1.0 - p) for w in widths]
+
+
+def critic_gradient_penalty(D: Discriminator, real: Tensor, fake: Tensor, gen: torch.Generator) -> Tensor:
+    """`losses.gradient_penalty` for the plain MLP critic (no extras, no spectral norm), in closed
+    form: the same interpolates (eps ~ U[0, 1] per row), dropout masks and result, one norm per pack."""
+    eps = torch.rand((real.shape[0], 1), device=real.device, dtype=real.dtype, generator=gen)
+    x_hat = D.pack(torch.lerp(fake.detach(), real.detach(), eps))  # eps real + (1 - eps) fake
+    layers, slope, p = critic_layers(D)
+    linears = [lin for _, lin in layers]
+    masks = dropout_masks(x_hat.shape[0], [lin.out_features for lin in linears], p, x_hat)
+    biases = [lin.bias.detach() for lin in linears]
+    return CriticPenalty.apply(x_hat, slope, masks, biases, *[lin.weight for lin in linears], D.head.weight)
 
 
 @FAMILIES.register("tabular")
@@ -253,6 +287,17 @@ class Tabular(Family):
             if getattr(self.stab, key):
                 raise ConfigError(f"model 'tabular' does not support stab.{key}")
         self.layout = Layout(list(self.net.spans), list(self.net.cond_spans), spec.shape[0])
+        # CTGAN's critic judges packs independently, so real and fake packs can share one pass and
+        # the penalty has a closed form (with hidden layers); minibatch layers and spectral norm
+        # change that, and DP-SGD needs it (a pack's gradient must depend on that pack alone).
+        self.plain_critic = not (self.stab.mbstd or self.stab.mbdisc or self.stab.spectral_norm)
+        self.private = self.net.dp_noise_multiplier > 0
+        self.dp_steps = 0  # private critic steps taken (the accountant's T)
+        if self.private and not self.plain_critic:
+            raise ConfigError(
+                "differential privacy needs packs judged independently: "
+                "turn off stab.mbstd, stab.mbdisc and stab.spectral_norm"
+            )
 
     @classmethod
     def recipe(cls, spec: DataSpec, loss: str) -> dict[str, Any]:
@@ -276,8 +321,18 @@ class Tabular(Family):
         features = critic_features(d_in, list(n.d_dims), n.dropout)
         return G, self.make_discriminator(features, n.d_dims[-1] if n.d_dims else d_in)
 
-    def make_sampler(self, data: Dataset, batch_size: int, seed: int) -> TableSampler:
-        return TableSampler(data.x, self.layout, batch_size, seed, self.net.log_frequency)
+    def make_sampler(self, data: Dataset, batch_size: int, seed: int) -> Any:
+        # Imported here: ganforge.tabular imports the engine, which imports the families.
+        from ..tabular.sampling import TableSampler, UniformTableSampler
+
+        if not self.private:
+            return TableSampler(data.x, self.layout, batch_size, seed, self.net.log_frequency)
+        if batch_size > len(data):
+            raise ConfigError(
+                f"private training draws batch_size ({batch_size}) distinct rows per step, "
+                f"but the table has {len(data)}: lower the batch size"
+            )
+        return UniformTableSampler(data.x, self.layout, batch_size, seed, log_frequency=False)
 
     # --- sampling -----------------------------------------------------------------------------------
 
@@ -307,6 +362,56 @@ class Tabular(Family):
         return self.d_view(self.with_cond(real, batch.get("c_real")), gen), self.d_view(
             self.with_cond(fake, c), gen
         )
+
+    def d_loss(
+        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
+    ) -> tuple[Tensor, Stats]:
+        if self.private:
+            return self.private_d_loss(G, D, batch, gen)
+        if not self.plain_critic:
+            return super().d_loss(G, D, batch, gen)
+        real_in, fake_in = self.d_inputs(G, batch, gen)
+        out = D(torch.cat([real_in, fake_in])).flatten()  # real packs, then fake packs
+        real_out, fake_out = out.chunk(2)
+        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
+        loss = self.loss.d_loss(real_out, fake_out, **smooth)
+        stats: Stats = {"Loss/D": loss.detach()}
+        if self.loss.gradient_penalty:
+            gp = (
+                critic_gradient_penalty(D, real_in, fake_in, gen)
+                if self.net.d_dims
+                else gradient_penalty(D, real_in, fake_in, generator=gen)
+            )
+            loss = loss + self.cfg.loss.gp_lambda * gp
+            stats["Loss/D_gp"] = gp.detach()
+        stats.update(self.d_output_stats(real_out, fake_out))
+        return loss, stats
+
+    def private_d_loss(
+        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
+    ) -> tuple[Tensor, Stats]:
+        """DP-SGD's gradient as a loss the engine back-propagates unchanged: <theta, g~> has the
+        gradient g~, the clipped and noised mean of the packs' gradients (:mod:`ganforge.tabular.privacy`),
+        so the engine's backward, guard and Adam step apply as for any family. The stats leave out
+        everything computed from real rows: those would be released without noise."""
+        from ..tabular.privacy import clip_and_noise, critic_unit_grads  # lazily, as in make_sampler
+
+        real_in, fake_in = self.d_inputs(G, batch, gen)
+        # The penalty's interpolation weight per row (Gulrajani's epsilon; not the privacy budget).
+        alpha = torch.rand((real_in.shape[0], 1), device=real_in.device, dtype=real_in.dtype, generator=gen)
+        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
+        grads, fake_out = critic_unit_grads(
+            D,
+            D.pack(real_in),
+            D.pack(fake_in),
+            D.pack(alpha.expand_as(real_in)),
+            partial(self.loss.d_loss, **smooth),
+            self.cfg.loss.gp_lambda if self.loss.gradient_penalty else None,
+        )
+        private = clip_and_noise(grads, self.net.dp_noise_multiplier, self.net.dp_max_grad_norm, gen)
+        self.dp_steps += 1
+        surrogate = sum((p * private[k]).sum() for k, p in D.named_parameters())
+        return surrogate, {"D/fake": fake_out.mean()}
 
     def g_loss(
         self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator

@@ -1,22 +1,21 @@
 """Synthetic tabular data: a CTGAN-class model on ganforge's engine, with quality/privacy reports.
 
-    >>> from ganforge.tabular import TabularGAN, evaluate
+    >>> from ganforge.tabular import TabularGAN
+    >>> from ganforge.tabular.report import evaluate
     >>> model = TabularGAN(epochs=100).fit("adult.csv")
     >>> synth = model.sample(10_000)
     >>> report = evaluate(real, synth, holdout=test, target="income")
 
 Modules: `schema` (column kinds), `mixture` (the variational Gaussian mixture), `transformer`
-(mode-specific normalisation), `model` (`TabularGAN`), `io` (CSV/Parquet), `metrics` and
-`report` (fidelity, utility, privacy; JSON and HTML). The networks live in
-`ganforge.families.tabular`; training is the shared engine.
+(mode-specific normalisation), `sampling` (training-by-sampling; the uniform sampler of private
+training), `model` (`TabularGAN`), `privacy` (DP-SGD on the critic and its accounting), `io`
+(CSV/Parquet), `metrics` and `report` (fidelity, utility, privacy; JSON and HTML). The networks
+live in `ganforge.families.tabular`; training is the shared engine.
 
-Not offered: differential privacy. Opacus installs beside torch 2.13 without changing it, but
-DP-SGD does not fit CTGAN as is: Opacus's per-sample gradients do not support WGAN-GP's double
-backward, training-by-sampling picks rows by their categories (no Poisson subsampling, so the
-accountant's amplification bound does not hold), and the conditional vector G trains on is
-drawn from the data's category frequencies outside the clipped gradients. A sound version needs
-a penalty-free loss, uniform Poisson batches and noisy category counts; until then no epsilon
-is reported rather than a wrong one.
+Differential privacy: `TabularGAN(dp_epsilon=1.0)` trains the critic with DP-SGD (per-pack
+clipping of the critic loss *including* its gradient penalty, Gaussian noise, uniform batches) and
+records the spent (epsilon, delta) in the model folder; the column transformer is fitted without
+privacy. See `privacy` and docs/tabular.md.
 """
 
 from .io import read_table, write_table

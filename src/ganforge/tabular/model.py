@@ -8,6 +8,9 @@
 The networks and losses are the `tabular` family (:mod:`ganforge.families.tabular`); training
 is the shared :class:`ganforge.engine.Trainer`. A saved model is a folder of JSON (parameters,
 fitted transformer) and safetensors (the training state): no pickle.
+
+With `dp_epsilon`, the critic is trained with DP-SGD and the spent (epsilon, delta) is recorded in
+the folder's JSON (:mod:`ganforge.tabular.privacy`; it needs the optional `opacus` package).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..engine import Callback, Trainer
 from ..engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, DataError, suggest
 from ..families import DataSpec
+from . import privacy
 from .io import TableSource, read_table
 from .schema import infer_schema
 from .transformer import Codec, TableTransformer, TabularWarning
@@ -51,8 +55,12 @@ class TabularGAN:
 
     `epochs` passes over the data of `len(table) // batch_size` steps each (as CTGAN counts);
     `steps` overrides the total. `schema` overrides inferred column kinds (dict or JSON/YAML
-    path, see :mod:`ganforge.tabular.schema`). Differential privacy is not offered (yet): see the
-    note in :mod:`ganforge.tabular`.
+    path, see :mod:`ganforge.tabular.schema`).
+
+    `dp_epsilon` trains the critic with DP-SGD (Abadi et al. 2016) calibrated to spend at most
+    (dp_epsilon, dp_delta) over the planned steps; `dp_delta` defaults to 1 / rows^1.1 and
+    `dp_max_grad_norm` is the per-pack clip C. `privacy` then holds what was spent. The column
+    transformer is fitted without privacy (see :mod:`ganforge.tabular.privacy`).
     """
 
     def __init__(
@@ -73,10 +81,19 @@ class TabularGAN:
         log_frequency: bool = True,
         device: str = "cpu",
         max_fit_rows: int = 20_000,
+        dp_epsilon: float | None = None,
+        dp_delta: float | None = None,
+        dp_max_grad_norm: float = 1.0,
         verbose: bool = False,
     ) -> None:
         if epochs < 1 or batch_size < 1 or (steps is not None and steps < 1):
             raise ConfigError("epochs, batch_size and steps must be at least 1")
+        if dp_epsilon is not None and not dp_epsilon > 0:
+            raise ConfigError(f"dp_epsilon must be positive, got {dp_epsilon}")
+        if dp_delta is not None and not 0 < dp_delta < 1:
+            raise ConfigError(f"dp_delta must lie in (0, 1), got {dp_delta}")
+        if not dp_max_grad_norm > 0:
+            raise ConfigError(f"dp_max_grad_norm must be positive, got {dp_max_grad_norm}")
         self.params: dict[str, Any] = {
             "epochs": epochs,
             "batch_size": batch_size,
@@ -92,6 +109,9 @@ class TabularGAN:
             "log_frequency": log_frequency,
             "device": device,
             "max_fit_rows": max_fit_rows,
+            "dp_epsilon": dp_epsilon,
+            "dp_delta": dp_delta,
+            "dp_max_grad_norm": dp_max_grad_norm,
         }
         self.schema_overrides = schema
         self.verbose = verbose
@@ -100,6 +120,7 @@ class TabularGAN:
         self.source = TableSource()
         self.info: dict[str, Any] = {}  # rows, width, fit and transform seconds, steps
         self.stats: list[dict[str, Any]] = []
+        self.privacy: dict[str, Any] | None = None  # what a private fit spent (privacy.privacy_record)
 
     # --- fit ----------------------------------------------------------------------------------------
 
@@ -108,11 +129,13 @@ class TabularGAN:
     ) -> TabularGAN:
         """Learn the table `data` (a DataFrame or a .csv/.tsv/.parquet path); returns self."""
         t0 = time.perf_counter()
+        p = self.params
+        opacus_version = privacy.require_opacus() if p["dp_epsilon"] else ""
+        self.privacy = None
         if isinstance(data, (str, Path)):
             data, self.source = read_table(data, delimiter=delimiter, encoding=encoding)
         elif not isinstance(data, pd.DataFrame):
             raise DataError(f"fit() takes a DataFrame or a path to a table, not {type(data).__name__}")
-        p = self.params
         schema = infer_schema(data, self.schema_overrides)
         self.transformer = TableTransformer(schema).fit(
             data, seed=p["seed"], max_fit_rows=p["max_fit_rows"], threads=os.cpu_count() or 1
@@ -143,7 +166,8 @@ class TabularGAN:
             self.info.update(steps=0, fit_seconds=time.perf_counter() - t0)
             return self
         steps = p["steps"] or p["epochs"] * max(n // p["batch_size"], 1)
-        cfg = self._config(steps)
+        dp = self._calibrate(n, steps) if p["dp_epsilon"] else {}
+        cfg = self._config(steps, dp.get("sigma", 0.0))
         recorder = _Recorder()
         callbacks: list[Callback] = [recorder]
         if self.verbose:
@@ -160,9 +184,35 @@ class TabularGAN:
             self.trainer.fit()
         self.stats = recorder.records
         self.info.update(steps=steps, fit_seconds=time.perf_counter() - t0)
+        if dp:
+            self.privacy = privacy.privacy_record(
+                target_epsilon=p["dp_epsilon"],
+                delta=dp["delta"],
+                sigma=dp["sigma"],
+                clip=p["dp_max_grad_norm"],
+                sample_rate=dp["q"],
+                steps=self.trainer.family.dp_steps,  # the critic steps taken, rolled-back ones included
+                batch_size=p["batch_size"],
+                pac=p["pac"],
+                opacus_version=opacus_version,
+            )
         return self
 
-    def _config(self, steps: int) -> Any:
+    def _calibrate(self, n: int, steps: int) -> dict[str, float]:
+        """delta, the sampling rate q = B / N and the noise multiplier that spends dp_epsilon over
+        the planned critic steps (steps x n_dis)."""
+        p = self.params
+        if p["batch_size"] > n:
+            raise ConfigError(
+                f"private training draws batch_size ({p['batch_size']}) distinct rows per step, "
+                f"but the table has {n}: lower the batch size"
+            )
+        delta = p["dp_delta"] or privacy.default_delta(n)
+        q = p["batch_size"] / n
+        sigma = privacy.noise_multiplier(p["dp_epsilon"], delta, q, steps * p["n_dis"])
+        return {"delta": delta, "q": q, "sigma": sigma}
+
+    def _config(self, steps: int, dp_sigma: float = 0.0) -> Any:
         from ..api import build_config
 
         p = self.params
@@ -189,6 +239,8 @@ class TabularGAN:
                 "log_frequency": p["log_frequency"],
                 "spans": self.transformer.spans,
                 "cond_spans": self.transformer.cond_spans,
+                "dp_noise_multiplier": dp_sigma,
+                "dp_max_grad_norm": p["dp_max_grad_norm"],
             },
         }
         return build_config(settings, DataSpec("table", (self.transformer.width,)))
@@ -259,7 +311,9 @@ class TabularGAN:
         return x.float().cpu().numpy()
 
     def _cond_frequencies(self) -> torch.Tensor:
-        """A column uniformly, then a category by its training frequency (CTGAN's sampling-time c)."""
+        """A column uniformly, then a category by its training frequency, so that the samples'
+        marginals follow the data's. (CTGAN's reference code draws it ~ log(1 + count) here, as in
+        training: more rows of rare categories, better macro-F1, worse column shapes.)"""
         tr = self._fitted()
         probs = []
         for c in tr.codecs:
@@ -335,6 +389,7 @@ class TabularGAN:
             "source": self.source.to_dict(),
             "info": self.info,
             "has_model": self.trainer is not None,
+            "privacy": self.privacy,
             "transformer": tr.to_dict(),
         }
         text = json.dumps(doc, indent=1, default=_json_default)
@@ -362,6 +417,7 @@ class TabularGAN:
         model.transformer = TableTransformer.from_dict(doc["transformer"])
         model.source = TableSource(**doc.get("source", {}))
         model.info = doc.get("info", {})
+        model.privacy = doc.get("privacy")
         if doc.get("has_model"):
             tensors, meta = load_checkpoint(root / MODEL_FILE)
             spec = DataSpec.from_dict(meta["spec"])

@@ -3,6 +3,9 @@
     >>> report = evaluate(real, synth, holdout=test, target="income")
     >>> write_report(report, "report.html", real, synth)      # or "report.json"
 
+`training` (e.g. {"differential_privacy": model.privacy}) adds how the generator was trained: a
+private fit's spent (epsilon, delta), its mechanism and what it does not cover.
+
 The HTML page is self-contained: plots are matplotlib PNGs embedded as base64.
 """
 
@@ -35,11 +38,12 @@ def evaluate(
     target: str | None = None,
     schema: Schema | dict[str, Any] | str | Path | None = None,
     seed: int = 0,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Scores of `synthetic` against the training table `real` (and rows kept out of training).
 
     Without `holdout`, utility tests on a 30 % split of `real` (which the generator saw) and the
-    privacy baselines and membership attack are skipped."""
+    privacy baselines and membership attack are skipped. `training`: see the module docstring."""
     if not isinstance(schema, Schema):
         schema = infer_schema(real, schema)
     missing = [c for c in real.columns if c not in synthetic.columns]
@@ -96,8 +100,26 @@ def evaluate(
         "mia_auc": p.get("mia_auc"),
         "closer_to_train_share": p.get("closer_to_train_share"),
     }
+    dp = (training or {}).get("differential_privacy")
+    if training is not None:
+        report["training"] = training
+        report["summary"]["dp_epsilon"] = dp["epsilon"] if dp else None
+        notes.append(
+            f"differential privacy: {privacy_summary(dp)}; {dp['not_covered']}"
+            if dp
+            else "the generator was trained without differential privacy"
+        )
     report["notes"] = notes
     return clean(report)
+
+
+def privacy_summary(dp: dict[str, Any]) -> str:
+    """One line on a private fit: what it spent and with which noise."""
+    return (
+        f"epsilon {dp['epsilon']:.3g} spent (target {dp['target_epsilon']:.3g}) at delta {dp['delta']:.2g}; "
+        f"noise multiplier {dp['noise_multiplier']:.3g}, clip {dp['max_grad_norm']:.3g} per {dp['unit'][2:]}, "
+        f"sampling rate {dp['sample_rate']:.3g}, {dp['steps']} critic steps"
+    )
 
 
 def clean(x: Any) -> Any:
@@ -190,6 +212,8 @@ def render_html(report: dict[str, Any], real: pd.DataFrame, synth: pd.DataFrame,
         ("Exact copies", s["exact_copies"]),
         ("Membership AUC", s["mia_auc"]),
     ]
+    if "dp_epsilon" in s:
+        cards.append(("DP ε", s["dp_epsilon"] if s["dp_epsilon"] is not None else "none"))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>Synthetic data report</title><style>{CSS}</style></head><body>",
         "<h1>Synthetic data report</h1>",
@@ -243,8 +267,38 @@ def render_html(report: dict[str, Any], real: pd.DataFrame, synth: pd.DataFrame,
             f"<p>Membership-inference attack AUC: <b>{fmt(p['mia_auc'])}</b> (0.5: training rows are no closer to synthetic rows than unseen rows). "
             f"Share of synthetic rows closer to a training row than to a hold-out row: <b>{fmt(p['closer_to_train_share'])}</b> (0.5 by chance).</p>"
         )
+    if "training" in report:
+        parts.append(privacy_html(report["training"].get("differential_privacy")))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def privacy_html(dp: dict[str, Any] | None) -> str:
+    """The 'Differential privacy' section: the guarantee, its parameters and what it leaves out."""
+    head = "<h2>Differential privacy</h2>"
+    if not dp:
+        return head + "<p>The generator was trained <b>without</b> differential privacy.</p>"
+    rows = [
+        ["epsilon spent", dp["epsilon"]],
+        ["target epsilon", dp["target_epsilon"]],
+        ["delta", f"{dp['delta']:.3g}"],
+        ["noise multiplier σ", f"{dp['noise_multiplier']:.4g}"],
+        ["clip norm C (per pack)", f"{dp['max_grad_norm']:.4g}"],
+        ["unit", dp["unit"]],
+        ["sampling rate q", f"{dp['sample_rate']:.4g}"],
+        ["critic steps", dp["steps"]],
+        ["sampling", dp["sampling"]],
+        ["accountant", dp["accountant"]],
+    ]
+    return (
+        head
+        + f"<p>{html.escape(dp['mechanism'])}: the trained networks and every sample drawn from them are "
+        "(ε, δ)-differentially private with respect to one row of the training table, apart from what is "
+        "listed under <i>not covered</i>.</p>"
+        + table(rows, ["", "value"])
+        + f"<p class='note'>Not covered: {html.escape(dp['not_covered'])}. These are stored in the model "
+        "folder and shape every sample.</p>"
+    )
 
 
 def plot_columns(real: pd.DataFrame, synth: pd.DataFrame, schema: Schema, limit: int = 24) -> Any:
