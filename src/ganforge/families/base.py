@@ -213,10 +213,10 @@ class Family:
         fake_in = self.d_view(fake, gen)
         params = self.unrolled_params(G, D, batch, gen) if self.stab.unrolled_steps else None
         if params is None and not self.stab.feature_matching:
-            fake_out = D(fake_in).flatten()
+            fake_out = D(*self.d_args(fake_in, batch)).flatten()
         else:
             h_fake = d_features(D, fake_in, params)
-            fake_out = d_head(D, h_fake, params)
+            fake_out = self.d_logits(D, h_fake, batch, params)
         loss = self.loss.g_loss(fake_out)
         stats: Stats = {"Loss/G": loss.detach()}
         if self.stab.feature_matching:
@@ -241,12 +241,22 @@ class Family:
                 self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y")), gen
             )
             state = {**params, **buffers}
-            real_out = torch.func.functional_call(D, state, (real,)).flatten()
-            fake_out = torch.func.functional_call(D, state, (fake,)).flatten()
+            real_out = torch.func.functional_call(D, state, self.d_args(real, batch)).flatten()
+            fake_out = torch.func.functional_call(D, state, self.d_args(fake, batch)).flatten()
             loss = self.loss.d_loss(real_out, fake_out)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
             params = {k: p - self.stab.unrolled_lr * g for (k, p), g in zip(params.items(), grads)}
         return {**params, **buffers}
+
+    def d_args(self, x: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        """D's inputs for examples x of `batch`: x alone here; conditional families add the labels."""
+        return (x,)
+
+    def d_logits(
+        self, D: nn.Module, h: Tensor, batch: dict[str, Tensor], params: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        """D's logits (B / pac,) from its features h, optionally under unrolled parameters."""
+        return d_head(D, h, params)
 
     def d_output_stats(self, real_out: Tensor, fake_out: Tensor) -> Stats:
         """Mean D(x) and D(G(z)): probabilities for logit losses, raw critic values otherwise."""

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nn import ConditionalBatchNorm, ConditionalSequential, ProjectionDiscriminator
-from .base import FAMILIES, DataSpec, Family, Stats, d_features, strip
+from .base import FAMILIES, DataSpec, Family, Stats, strip
 from .dcgan import DCGANConfig, dcgan_features, dcgan_init, generator_trunk
 from .mlp import mlp_features
 
@@ -199,37 +199,11 @@ class CGAN(Family):
     ) -> tuple[Tensor, Stats]:
         return super().d_reg_loss(G, Given(D, batch["y"]), batch, gen)
 
-    def g_loss(
-        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
-    ) -> tuple[Tensor, Stats]:
-        real, y = batch["x"], batch["y"]
-        fake_in = self.d_view(self.generate(G, self.sample_z(real.shape[0], real.device, gen), y), gen)
-        params = self.unrolled_params(G, D, batch, gen) if self.stab.unrolled_steps else None
-        h_fake = d_features(D, fake_in, params)  # phi(G(z, y)) (B / pac, F)
-        loss = self.loss.g_loss(d_score(D, h_fake, y, params))
-        stats: Stats = {"Loss/G": loss.detach()}
-        if self.stab.feature_matching:  # Salimans et al. 2016, Sec. 3.1, on phi
-            with torch.no_grad():
-                h_real = d_features(D, self.d_view(real, gen), params)
-            fm = (h_real.mean(0) - h_fake.mean(0)).pow(2).sum()
-            loss = loss + self.stab.feature_matching * fm
-            stats["Loss/G_fm"] = fm.detach()
-        return loss, stats
+    def d_args(self, x: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        """D(x, y): the shared G phase and unrolled look-ahead score x with the batch's labels."""
+        return (x, batch["y"])
 
-    def unrolled_params(
-        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
-    ) -> dict[str, Tensor]:
-        """The base class's look-ahead (Metz et al. 2017, Eq. 4-7) with D(x, y)."""
-        y = batch["y"]
-        params = {k: p.detach().requires_grad_(True) for k, p in D.named_parameters()}
-        buffers = {k: b.clone() for k, b in D.named_buffers()}  # look-ahead must not move BN statistics
-        real = self.d_view(batch["x"], gen)
-        for _ in range(self.stab.unrolled_steps):
-            fake = self.d_view(self.generate(G, self.sample_z(real.shape[0], real.device, gen), y), gen)
-            state = {**params, **buffers}
-            real_out = torch.func.functional_call(D, state, (real, y))
-            fake_out = torch.func.functional_call(D, state, (fake, y))
-            loss = self.loss.d_loss(real_out, fake_out)
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-            params = {k: p - self.stab.unrolled_lr * g for (k, p), g in zip(params.items(), grads)}
-        return {**params, **buffers}
+    def d_logits(
+        self, D: nn.Module, h: Tensor, batch: dict[str, Tensor], params: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        return d_score(D, h, batch["y"], params)
