@@ -75,6 +75,7 @@ class Family:
             cfg.train.reuse_fakes and cfg.train.n_dis == 1 and not self.stab.unrolled_steps and not self.conditional
         )
         self.cached_fakes: dict[str, Tensor] = {}  # {"x": (B, ...)} from the last G phase
+        self.fused_d_pass = False  # one D pass on real + fake batches; set by networks()
         if cfg.train.batch_size % self.stab.pac:
             raise ConfigError(
                 f"train.batch_size ({cfg.train.batch_size}) must be a multiple of stab.pac ({self.stab.pac})"
@@ -116,6 +117,8 @@ class Family:
             apply_spectral_norm(D)
         if self.stab.g_spectral_norm:
             apply_spectral_norm(G)
+        # Decided once here, not per D phase; conditional D(x, y) pairs each example with its label.
+        self.fused_d_pass = not self.conditional and batch_independent(D)
         return G, D
 
     @property
@@ -180,7 +183,7 @@ class Family:
         """D's logits on the real and the fake batch. When nothing in D mixes examples (no batch
         norm, minibatch features or spectral-norm power iteration, whose state each pass moves)
         both go through one pass on the concatenated batch: the same maths, half the launches."""
-        if real_in.shape == fake_in.shape and batch_independent(D):
+        if self.fused_d_pass and real_in.shape == fake_in.shape:
             real_out, fake_out = D(torch.cat([real_in, fake_in])).flatten().chunk(2)
             return real_out, fake_out
         return D(real_in).flatten(), D(fake_in).flatten()
