@@ -1,10 +1,14 @@
 """The engine's speed options give the results of the plain path (within stated tolerances)."""
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ganforge.engine.speed import Precision, SpeedWarning
 from ganforge.errors import ConfigError
+from ganforge.nn.upconv import NearestUpsampleConv2d, fuse_upsample_convs, upsample_conv3x3
 
 from .test_engine import make_trainer
 
@@ -191,3 +195,67 @@ def test_reuse_fakes_resume_is_bit_exact(tmp_path):
     train(resumed, 2)
     for p, q in zip(full.G.state_dict().values(), resumed.G.state_dict().values()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_upsample_conv3x3_equals_upsample_then_conv(channels_last, bias):
+    """Four 2x2 phase convolutions give conv3x3(nearest_x2(x)), borders included, to 1e-5."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, 6, generator=gen)  # non-square, odd sizes
+    w = torch.randn(7, 4, 3, 3, generator=gen)
+    b = torch.randn(7, generator=gen) if bias else None
+    if channels_last:
+        x, w = (
+            x.contiguous(memory_format=torch.channels_last),
+            w.contiguous(memory_format=torch.channels_last),
+        )
+    plain = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+    fast = upsample_conv3x3(x, w, b)
+    assert fast.shape == (3, 7, 10, 12)
+    assert rel_diff(fast, plain) < 1e-6
+    assert fast.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_fuse_upsample_convs_rewrites_only_exact_pairs():
+    """Only nearest-x2 + plain 3x3/stride-1/padding-1 pairs are rewritten; outputs, input and
+    weight gradients and state-dict names stay those of the plain module."""
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(
+        torch.nn.Upsample(scale_factor=2, mode="nearest"),
+        torch.nn.Conv2d(3, 4, 3, 1, 1),
+        torch.nn.Upsample(scale_factor=2, mode="bilinear"),  # not nearest: kept
+        torch.nn.Conv2d(4, 4, 3, 1, 1),
+        torch.nn.Upsample(scale_factor=2),
+        torch.nn.Conv2d(4, 2, 3, 2, 1),  # stride 2: kept
+    )
+    fused = copy.deepcopy(seq)
+    assert fuse_upsample_convs(fused) == 1
+    assert isinstance(fused[0], torch.nn.Identity) and isinstance(fused[1], NearestUpsampleConv2d)
+    assert type(fused[3]) is torch.nn.Conv2d and type(fused[5]) is torch.nn.Conv2d
+    assert list(fused.state_dict()) == list(seq.state_dict())
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    y, y2 = seq(x), fused(x2)
+    assert rel_diff(y2, y) < 1e-5
+    y.square().sum().backward()
+    y2.square().sum().backward()
+    assert rel_diff(x2.grad, x.grad) < 1e-5
+    assert rel_diff(fused[1].weight.grad, seq[1].weight.grad) < 1e-5
+
+
+def test_fuse_upsample_leaves_spectral_norm_convs_alone():
+    seq = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(3, 4, 3, 1, 1))
+    torch.nn.utils.parametrizations.spectral_norm(seq[1])
+    assert fuse_upsample_convs(seq) == 0
+
+
+def test_fuse_upsample_training_matches_plain():
+    """A resize-conv DCGAN trains to the same weights with and without the rewrite (1e-5)."""
+    fast = dcgan_trainer("net.g_up=resize")
+    plain = dcgan_trainer("net.g_up=resize", "train.fuse_upsample=false")
+    assert any(isinstance(m, NearestUpsampleConv2d) for m in fast.G.modules())
+    assert not any(isinstance(m, NearestUpsampleConv2d) for m in plain.G.modules())
+    train(plain), train(fast)
+    assert_close_weights(fast.G, plain.G, 1e-5)
+    assert_close_weights(fast.D, plain.D, 1e-5)

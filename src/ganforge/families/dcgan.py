@@ -1,7 +1,8 @@
 """DCGAN (Radford, Metz & Chintala 2016, Sec. 3 and Fig. 1) for square images of 8 to 128 px.
 
 G projects z with a linear layer to a (C0, s0, s0) map, then doubles the resolution with
-stride-2 transposed convolutions (batch norm + ReLU) up to the image size, ending in tanh.
+stride-2 transposed convolutions (batch norm + ReLU) up to the image size, ending in tanh
+(`net.g_up=resize`: nearest upsampling + 3x3 convolutions instead, Odena et al. 2016).
 D mirrors it with stride-2 convolutions and LeakyReLU(0.2), batch norm on every layer but the
 first, and a linear layer on the flattened last map giving one logit. No pooling, no dropout.
 Sizes s0 * 2^k with 3 <= s0 <= 7 are supported (32 = 4*2^3, 28 = 7*2^2, 48 = 6*2^3, ...).
@@ -26,6 +27,7 @@ class DCGANConfig:
     g_channels: int = 64  # G's channels at the output resolution; doubled at each halving
     d_channels: int = 64  # D's channels at the input resolution; doubled at each halving
     max_channels: int = 512  # cap on channels at low resolution
+    g_up: str = "deconv"  # G's up-block: deconv (4x4 stride-2 transposed conv, the paper) | resize (nearest x2 + 3x3 conv, Odena et al. 2016)
     d_norm: str = (
         "batch"  # D's normalisation: batch | layer | none (batch norm breaks WGAN-GP's per-sample penalty)
     )
@@ -34,6 +36,8 @@ class DCGANConfig:
         for key in ("z_dim", "g_channels", "d_channels", "max_channels"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"net.{key} must be at least 1, got {getattr(self, key)}")
+        if self.g_up not in ("deconv", "resize"):
+            raise ConfigError(f"net.g_up must be deconv or resize, got {self.g_up!r}")
         if self.d_norm not in ("batch", "layer", "none"):
             raise ConfigError(f"net.d_norm must be batch, layer or none, got {self.d_norm!r}")
 
@@ -76,9 +80,18 @@ def generator_trunk(
     )
     ups: list[nn.Module] = []
     for i in range(k - 1):
-        ups += [nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False), norm(ch[i + 1]), nn.ReLU(True)]
-    ups += [nn.ConvTranspose2d(ch[k - 1], c_img, 4, 2, 1), nn.Tanh()]
+        ups += [*up_conv(cfg.g_up, ch[i], ch[i + 1], bias=False), norm(ch[i + 1]), nn.ReLU(True)]
+    ups += [*up_conv(cfg.g_up, ch[k - 1], c_img, bias=True), nn.Tanh()]
     return project, nn.Sequential(*ups)
+
+
+def up_conv(kind: str, c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
+    """A x2 up-block: the paper's 4x4 stride-2 transposed conv, or nearest upsampling + 3x3 conv,
+    which avoids checkerboard artifacts (Odena et al. 2016) and which the engine computes as four
+    2x2 convolutions (`train.fuse_upsample`)."""
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
+    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
 
 
 class DCGANGenerator(nn.Module):
