@@ -186,6 +186,30 @@ def test_fast_paths_compute_the_same_functions():
     assert abs(out[:, 4:6].argmax(1).float().mean().item() - 0.5) < 0.015
 
 
+def test_closed_form_penalty_is_float32_under_bf16_autocast():
+    """With train.amp=bf16 the fakes arrive in bfloat16; the closed-form penalty (whose backward
+    runs outside autocast) is still computed in float32: value and gradients as without autocast."""
+    from ganforge.families.tabular import critic_features, critic_gradient_penalty
+    from ganforge.nn import Discriminator
+
+    torch.manual_seed(0)
+    D = Discriminator(critic_features(2 * 5, [16, 8], 0.5), 8, pac=2).eval()
+    real, fake = torch.randn(40, 5), torch.randn(40, 5).bfloat16()
+    results = []
+    for autocast in (False, True):
+        D.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            value = critic_gradient_penalty(
+                D, real, fake if autocast else fake.float(), torch.Generator().manual_seed(1)
+            )
+        value.backward()
+        results.append((value.detach(), [p.grad.clone() for p in D.parameters() if p.grad is not None]))
+    assert results[1][0].dtype == torch.float32
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for ours, ref in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(ours, ref)
+
+
 # --- model: fit, sample, determinism, conditions, save/load --------------------------------------------
 
 

@@ -68,7 +68,7 @@ class TrainConfig:
     max_rollbacks: int = 3  # rollbacks (each halving the learning rates) before training stops
     n_grid: int = 64  # samples in each grid, drawn from one fixed noise batch
     channels_last: bool = True  # NHWC memory format for conv nets on images (no-op otherwise); faster on CPU
-    fuse_upsample: bool = True  # nearest-x2 upsample + 3x3 conv computed as four 2x2 convs (exact; 2.25x fewer FLOPs)
+    fuse_upsample: bool = True  # nearest-x2 upsample + 3x3 conv computed as one 4x4 transposed conv (exact; 2.25x fewer FLOPs)
     compile: bool = False  # torch.compile G and D (eager, with one warning, if compilation fails)
     amp: str = "off"  # mixed-precision forward passes: off | bf16 (CPU, CUDA) | fp16 (CUDA, loss-scaled)
 

@@ -6,9 +6,9 @@
   PyTorch-GAN's upsample+conv DCGAN, 1.08x for ganforge's transposed-conv DCGAN at 32 px; results
   equal the NCHW ones to float rounding (summation order).
 - `train.fuse_upsample` (on by default): every nearest-x2 upsample followed by a plain 3x3 conv
-  (the resize-conv up-block of PyTorch-GAN, SNGAN, BigGAN) is computed as four 2x2 convolutions
-  of the low-resolution input (:mod:`ganforge.nn.upconv`): the same function with 2.25x fewer
-  FLOPs and no upsampled tensor; parameter names are unchanged.
+  (the resize-conv up-block of PyTorch-GAN, SNGAN, BigGAN) is computed as one 4x4 stride-2
+  transposed convolution of the low-resolution input (:mod:`ganforge.nn.upconv`): the same
+  function with 2.25x fewer FLOPs and no upsampled tensor; parameter names are unchanged.
 - `train.compile`: `torch.compile` of G and D in place (`nn.Module.compile`, so parameter names
   and checkpoints are unchanged). If compilation cannot be set up, training runs eagerly and one
   warning line says why.

@@ -87,8 +87,8 @@ def generator_trunk(
 
 def up_conv(kind: str, c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
     """A x2 up-block: the paper's 4x4 stride-2 transposed conv, or nearest upsampling + 3x3 conv,
-    which avoids checkerboard artifacts (Odena et al. 2016) and which the engine computes as four
-    2x2 convolutions (`train.fuse_upsample`)."""
+    which avoids checkerboard artifacts (Odena et al. 2016) and which the engine computes as one
+    4x4 transposed convolution (`train.fuse_upsample`)."""
     if kind == "resize":
         return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
     return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]

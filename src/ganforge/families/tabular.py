@@ -264,12 +264,16 @@ def critic_gradient_penalty(D: Discriminator, real: Tensor, fake: Tensor, gen: t
     """`losses.gradient_penalty` for the plain MLP critic (no extras, no spectral norm), in closed
     form: the same interpolates (eps ~ U[0, 1] per row), dropout masks and result, one norm per pack."""
     eps = torch.rand((real.shape[0], 1), device=real.device, dtype=real.dtype, generator=gen)
-    x_hat = D.pack(torch.lerp(fake.detach(), real.detach(), eps))  # eps real + (1 - eps) fake
+    x_hat = D.pack(torch.lerp(fake.detach().to(real.dtype), real.detach(), eps))  # eps real + (1 - eps) fake
     layers, slope, p = critic_layers(D)
     linears = [lin for _, lin in layers]
     masks = dropout_masks(x_hat.shape[0], [lin.out_features for lin in linears], p, x_hat)
     biases = [lin.bias.detach() for lin in linears]
-    return CriticPenalty.apply(x_hat, slope, masks, biases, *[lin.weight for lin in linears], D.head.weight)
+    # In float32 even under train.amp: the Function's backward runs outside autocast.
+    with torch.autocast(x_hat.device.type, enabled=False):
+        return CriticPenalty.apply(
+            x_hat, slope, masks, biases, *[lin.weight for lin in linears], D.head.weight
+        )
 
 
 @FAMILIES.register("tabular")
