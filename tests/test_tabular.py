@@ -210,6 +210,14 @@ def test_closed_form_penalty_is_float32_under_bf16_autocast():
         torch.testing.assert_close(ours, ref)
 
 
+def test_bf16_fit_samples_and_fp16_is_refused_on_cpu():
+    df = mixed()
+    synth = tiny(amp="bf16").fit(df).sample(50, seed=0)
+    assert list(synth.columns) == list(df.columns) and len(synth) == 50
+    with pytest.raises(ConfigError, match="fp16"):
+        tiny(amp="fp16").fit(df)
+
+
 # --- model: fit, sample, determinism, conditions, save/load --------------------------------------------
 
 

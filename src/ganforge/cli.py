@@ -305,6 +305,12 @@ def add_tabular_parser(sub: Any) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="cpu")
     f.add_argument(
+        "--amp",
+        default="off",
+        choices=["off", "bf16", "fp16"],
+        help="mixed-precision forward passes: bf16 (CPU, CUDA) or fp16 (CUDA); default off",
+    )
+    f.add_argument(
         "--dp-epsilon",
         type=float,
         help="train the critic with DP-SGD to spend at most this epsilon (needs opacus)",
@@ -377,6 +383,7 @@ def _tab_fit(args: argparse.Namespace) -> int:
         pac=args.pac,
         schema=args.schema,
         device=args.device,
+        amp=args.amp,
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
         dp_max_grad_norm=args.dp_max_grad_norm,
