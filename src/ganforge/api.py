@@ -9,7 +9,9 @@ The CLI is a thin layer over these functions, so every operation is available fr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from .engine.distributed import Distributed
 from .engine.rng import seed_global_rngs
 from .engine.run import Progress, RunFolder, RunWriter
 from .errors import CheckpointError, ConfigError, GanforgeError
-from .families import FAMILIES, DataSpec
+from .families import FAMILIES, DataSpec, Family
 from .losses import LOSSES
 
 # Keys that may change when a run is resumed: how long, how often to log, and where to run.
@@ -36,8 +38,10 @@ RESUMABLE_CHANGES = {
     "train.keep_last",
     "train.device",
     "train.channels_last",  # speed options: the same maths, float rounding aside
+    "train.fuse_upsample",
     "train.compile",
     "train.amp",
+    "net.truncation_psi",  # sampling only (stylegan): training never truncates
 }
 RESUMABLE_SECTIONS = {"monitor", "eval"}  # watching or measuring training does not change it
 SECTIONS = {"data", "loss", "train", "stab", "eval", "monitor", "net"}  # the Config fields that are mappings
@@ -139,11 +143,18 @@ class GAN:
         return self.trainer.step
 
     def sample(
-        self, n: int, seed: int = 0, labels: Sequence[int] | Tensor | None = None, batch_size: int = 1024
+        self,
+        n: int,
+        seed: int = 0,
+        labels: Sequence[int] | Tensor | None = None,
+        batch_size: int = 1024,
+        truncation: float | None = None,
     ) -> Tensor:
         """`n` samples on the CPU, in data space: images (n, C, H, W) in [0, 1]; points (n, D).
 
         `labels` (length n) picks classes for conditional models; otherwise classes cycle.
+        `truncation` is psi of the truncation trick, w_avg + psi (w - w_avg), for models that have
+        one (`net.truncation_psi`: stylegan); None keeps the run's setting.
         """
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
@@ -160,11 +171,32 @@ class GAN:
         gen = torch.Generator().manual_seed(seed)
         z = fam.sample_z(n, torch.device("cpu"), gen)
         out = []
-        for i in range(0, n, batch_size):
-            yb = None if y is None else y[i : i + batch_size]
-            out.append(self.trainer.generate(z[i : i + batch_size], yb).float().cpu())
+        with truncated(fam, truncation):
+            for i in range(0, n, batch_size):
+                yb = None if y is None else y[i : i + batch_size]
+                out.append(self.trainer.generate(z[i : i + batch_size], yb).float().cpu())
         x = torch.cat(out)
         return (x + 1) / 2 if self.spec.kind == "image" else x
+
+
+@contextlib.contextmanager
+def truncated(family: Family, psi: float | None) -> Iterator[None]:
+    """Within the block the family samples with `net.truncation_psi = psi` (None: unchanged)."""
+    if psi is None:
+        yield
+        return
+    net = family.net
+    if not hasattr(net, "truncation_psi"):
+        raise ConfigError(
+            f"model {family.name!r} has no truncation trick; truncation applies to models with "
+            "net.truncation_psi (stylegan)"
+        )
+    family.net = dataclasses.replace(net, truncation_psi=psi)
+    try:
+        family.net.validate()
+        yield
+    finally:
+        family.net = net
 
 
 def train(

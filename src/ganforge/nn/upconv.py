@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+
 def _taps(w: Tensor, axis: int) -> Tensor:
     """(..., 3, ...) conv taps along `axis` -> (..., 4, ...) transposed-conv taps (W2, W1+W2, W0+W1, W0)."""
     w0, w1, w2 = w.unbind(axis)
