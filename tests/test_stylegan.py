@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import ganforge
 from ganforge.api import build_config, truncated
+from ganforge.cli import main
 from ganforge.errors import ConfigError
 from ganforge.families import FAMILIES, DataSpec
 from ganforge.families.stylegan import StyleGenerator, mix_styles, truncate
@@ -300,6 +302,26 @@ def test_tiny_run_samples_loads_and_is_deterministic(tmp_path):
     assert all(torch.equal(same[i], same[0]) for i in range(4))
     assert torch.equal(loaded.sample(6, seed=2, truncation=1.0), x)
     assert loaded.trainer.family.net.truncation_psi == 1.0  # the run's setting is back
+    assert (
+        main(
+            [
+                "sample",
+                str(run),
+                "--n",
+                "4",
+                "--seed",
+                "5",
+                "--truncation",
+                "0",
+                "--out",
+                str(tmp_path / "t.npy"),
+            ]
+        )
+        == 0
+    )
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "t.npy")), same)
+    assert main(["sample", str(run), "--n", "4", "--truncation", "3", "--out", str(tmp_path / "u.npy")]) == 2
+    assert not (tmp_path / "u.npy").exists()
     twin = train(tmp_path, "b")
     for p, q in zip(gan.trainer.G.state_dict().values(), twin.trainer.G.state_dict().values()):
         assert torch.equal(p, q)

@@ -104,6 +104,12 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", type=Path, required=True, help="output file: .png (grid), .npy or .npz")
     s.add_argument("--device", default="cpu")
+    s.add_argument(
+        "--truncation",
+        type=float,
+        metavar="PSI",
+        help="truncation trick w_avg + psi (w - w_avg) for style-based models (default: the run's, 1 = off)",
+    )
 
     sub.add_parser("list", help="list models, losses and datasets")
 
@@ -233,7 +239,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise GanforgeError(f"--n must be at least 1, got {args.n}")
     gan = load(args.run, device=args.device)
-    x = gan.sample(args.n, seed=args.seed)
+    x = gan.sample(args.n, seed=args.seed, truncation=args.truncation)
     labels = (np.arange(args.n) % gan.spec.n_classes) if gan.trainer.family.conditional else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png" and gan.spec.kind == "points":
