@@ -16,10 +16,18 @@ Rows per GAN:
              fakes (one more G forward per step), as in Goodfellow et al. (2014, Alg. 1).
   engine+reuse  the same with train.reuse_fakes=true: D trains on the previous G phase's fakes,
              the reference's order, so the difference to `ref` is engine overhead.
+             `engine` computes the reference G's nearest-upsample + 3x3 conv blocks as 4x4 stride-2
+             transposed convs (train.fuse_upsample, exact: 2.25x fewer FLOPs in those layers), so
+             its FLOPs per step are lower than `ref`'s for the same function.
+  engine-plainup  the same with train.fuse_upsample=false (the reference's FLOPs)
   engine-nchw / engine+compile / engine+bf16   the same with train.channels_last=false /
-             train.compile=true / train.amp=bf16
+             train.compile=true / train.amp=bf16 (MLP: engine+bf16, engine+bf16+reuse)
   ganforge   ganforge's own family with the settings a user gets for 32-px digits (its recipe);
              ganforge-nchw: the same with train.channels_last=false
+
+The style-based family (`stylegan`, its digits recipe: 32 px, batch 32) is timed alone, training
+and sampling: the implementation a user would pick instead, NVlabs/stylegan2-ada-pytorch, needs
+its own CUDA extensions for speed and is not re-created here.
 
 Each variant is warmed up, then the variants are timed interleaved, `--repeats` times `--steps`
 steps; medians and [min, max] of images/s are reported, and ratios to `ref` are medians of the
@@ -61,6 +69,14 @@ from ganforge.families import FAMILIES, Family
 
 RESULTS = Path(__file__).parent / "results" / "speed.jsonl"
 BATCH, LATENT = 64, 100
+BATCH_STYLE = 32  # the stylegan digits recipe's batch
+SECTIONS = (
+    "dcgan32_train",
+    "mlp28_train",
+    "dcgan32_sample_b256",
+    "stylegan32_train",
+    "stylegan32_sample_b256",
+)
 
 # --- the references, re-created from PyTorch-GAN's published scripts -----------------------------
 
@@ -349,6 +365,9 @@ def main() -> None:
     tr_dcgan = make_trainer("dcgan", 32)
     dcgan = {
         "ref": ref_step(G_ref, D_ref, data32, gen),
+        "engine-plainup": engine_step(
+            make_trainer("bench-pytorchgan-dcgan", 32, "train.fuse_upsample=false")
+        ),
         "engine-nchw": engine_step(make_trainer("bench-pytorchgan-dcgan", 32, "train.channels_last=false")),
         "engine": engine_step(tr_same),
         "engine+reuse": engine_step(make_trainer("bench-pytorchgan-dcgan", 32, "train.reuse_fakes=true")),
@@ -357,7 +376,7 @@ def main() -> None:
         "ganforge-nchw": engine_step(make_trainer("dcgan", 32, "train.channels_last=false")),
         "ganforge": engine_step(tr_dcgan),
     }
-    flops = {name: count_flops(dcgan[name]) for name in ("ref", "engine", "ganforge")}
+    flops = {name: count_flops(dcgan[name]) for name in ("ref", "engine", "engine-plainup", "ganforge")}
     t_dcgan = interleaved(dcgan, args.steps, args.repeats, args.warmup, roof)
     res_dcgan = summarise(t_dcgan, BATCH)
 
@@ -367,19 +386,42 @@ def main() -> None:
     mlp = {
         "ref": ref_step(G_mref, D_mref, tr_mlp_same.data.x, gen),
         "engine": engine_step(tr_mlp_same),
+        "engine+reuse": engine_step(make_trainer("bench-pytorchgan-mlp", 28, "train.reuse_fakes=true")),
+        "engine+bf16": engine_step(make_trainer("bench-pytorchgan-mlp", 28, "train.amp=bf16")),
+        "engine+bf16+reuse": engine_step(
+            make_trainer("bench-pytorchgan-mlp", 28, "train.amp=bf16", "train.reuse_fakes=true")
+        ),
         "ganforge": engine_step(make_trainer("mlp", 28)),
     }
     res_mlp = summarise(interleaved(mlp, 4 * args.steps, args.repeats, args.warmup, roof), BATCH)
 
     # Sampling at batch 256 under inference mode (G in eval mode; ganforge samples from G_ema).
     G_ref.eval()
+    tr_plainup = make_trainer("bench-pytorchgan-dcgan", 32, "train.fuse_upsample=false")
     z = torch.randn(256, LATENT)
     sampling = {
         "ref": sampler(G_ref),
         "engine": lambda: tr_same.generate(z),
+        "engine-plainup": lambda: tr_plainup.generate(z),
         "ganforge": lambda: tr_dcgan.generate(torch.randn(256, tr_dcgan.cfg.net.z_dim)),
     }
     res_sample = summarise(interleaved(sampling, args.steps, args.repeats, args.warmup, roof), 256)
+
+    # The style-based family at its digits recipe (32 px, batch 32): no re-created reference (see
+    # the module docstring), so rates only, training and sampling.
+    tr_style = make_trainer("stylegan", 32, f"train.batch_size={BATCH_STYLE}")
+    style = {"train": engine_step(tr_style)}
+    res_style = summarise(
+        interleaved(style, args.steps, args.repeats, args.warmup, roof), BATCH_STYLE, ref=None
+    )
+    z_style = torch.randn(256, tr_style.cfg.net.z_dim)
+    res_style_sample = summarise(
+        interleaved(
+            {"sample": lambda: tr_style.generate(z_style)}, args.steps, args.repeats, args.warmup, roof
+        ),
+        256,
+        ref=None,
+    )
 
     for name, f in flops.items():  # against the best roof seen in the whole run
         res_dcgan[name]["gflop_step"] = f / 1e9
@@ -408,6 +450,8 @@ def main() -> None:
         "dcgan32_train": res_dcgan,
         "mlp28_train": res_mlp,
         "dcgan32_sample_b256": res_sample,
+        "stylegan32_train": res_style,
+        "stylegan32_sample_b256": res_style_sample,
     }
     print_table(record)
     if not args.no_record:
@@ -425,10 +469,10 @@ def print_table(record: dict) -> None:
         f"fp32 matmul roof {record['matmul_roof_gflops']:.0f} GFLOP/s"
     )
     print(
-        f"{'benchmark':<24}{'variant':<15}{'img/s median [min, max]':>28}{'x ref [min, max]':>22}{'roof':>8}"
+        f"{'benchmark':<24}{'variant':<19}{'img/s median [min, max]':>28}{'x ref [min, max]':>22}{'roof':>8}"
     )
-    for section in ("dcgan32_train", "mlp28_train", "dcgan32_sample_b256"):
-        for name, row in record[section].items():
+    for section in SECTIONS:
+        for name, row in record.get(section, {}).items():
             ratio = (
                 f"{row['ratio_vs_ref']:.2f} [{row['ratio_min']:.2f}, {row['ratio_max']:.2f}]"
                 if "ratio_vs_ref" in row
@@ -436,7 +480,7 @@ def print_table(record: dict) -> None:
             )
             roof = f"{100 * row['roof_frac']:.1f}%" if "roof_frac" in row else ""
             rate = f"{row['img_s']:.0f} [{row['min']:.0f}, {row['max']:.0f}]"
-            print(f"{section:<24}{name:<15}{rate:>28}{ratio:>22}{roof:>8}")
+            print(f"{section:<24}{name:<19}{rate:>28}{ratio:>22}{roof:>8}")
 
 
 if __name__ == "__main__":

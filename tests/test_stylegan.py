@@ -21,7 +21,7 @@ from ganforge.nn.style import (
     EqualConv2d,
     EqualLinear,
     ModulatedConv2d,
-    modulate,
+    demodulation,
     modulated_conv2d,
     pixel_norm,
 )
@@ -78,11 +78,10 @@ def test_demodulated_weights_have_unit_norm_per_output_channel_and_sample():
     gen = torch.Generator().manual_seed(1)
     weight = torch.randn(6, 4, 3, 3, generator=gen) * 3
     s = torch.rand(5, 4, generator=gen) * 10
-    w = modulate(weight, s, demodulate=True)  # (B, O, I, kh, kw)
-    norms = w.square().sum(dim=(2, 3, 4)).sqrt()  # over (in, kh, kw)
+    d = demodulation(weight, s)  # (B, O)
+    modulated = weight.unsqueeze(0) * s[:, None, :, None, None]  # (B, O, I, kh, kw): s_i w_jik, Eq. 1
+    norms = (modulated * d[:, :, None, None, None]).square().sum(dim=(2, 3, 4)).sqrt()  # over (in, kh, kw)
     torch.testing.assert_close(norms, torch.ones(5, 6), atol=1e-6, rtol=0)
-    modulated = modulate(weight, s, demodulate=False)
-    torch.testing.assert_close(modulated[2, :, 1], weight[:, 1] * s[2, 1])  # Eq. 1: scaled by s_i
 
 
 def test_equalized_lr_effective_weights():
