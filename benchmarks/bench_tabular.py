@@ -123,11 +123,11 @@ def fit_ctgan(
 
 
 def fit_ganforge(
-    train: pd.DataFrame, epochs: int, seed: int, dp_epsilon: float | None = None
+    train: pd.DataFrame, epochs: int, seed: int, dp_epsilon: float | None = None, amp: str = "off"
 ) -> tuple[Any, dict[str, float]]:
     from ganforge.tabular import TabularGAN
 
-    model = TabularGAN(epochs=epochs, batch_size=500, pac=10, seed=seed, dp_epsilon=dp_epsilon)
+    model = TabularGAN(epochs=epochs, batch_size=500, pac=10, seed=seed, dp_epsilon=dp_epsilon, amp=amp)
     with Timed() as t:
         model.fit(train)
     timing = {
@@ -177,7 +177,9 @@ def run_table(
             model, timing = fit_ctgan(train, discrete, epochs, seed)
             synth = model.sample(len(train))
         else:
-            model, timing = fit_ganforge(train, epochs, seed)
+            model, timing = fit_ganforge(
+                train, epochs, seed, amp="bf16" if which == "ganforge+bf16" else "off"
+            )
             synth = model.sample(len(train), seed=seed)
         report = evaluate(train, synth, holdout=hold, target=TARGETS[name], schema=schema, seed=seed)
         out[which] = {**timing, **scores(report)}
@@ -187,6 +189,8 @@ def run_table(
         )
     out["speedup"] = out["ctgan"]["fit_seconds"] / out["ganforge"]["fit_seconds"]
     out["speedup_cpu"] = out["ctgan"]["cpu_seconds"] / out["ganforge"]["cpu_seconds"]
+    if "ganforge+bf16" in out:
+        out["speedup_bf16"] = out["ctgan"]["fit_seconds"] / out["ganforge+bf16"]["fit_seconds"]
     for eps in dp_epsilons:
         torch.manual_seed(seed)
         model, timing = fit_ganforge(train, epochs, seed, dp_epsilon=eps)
@@ -225,6 +229,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ganforge-first", action="store_true", help="fit ganforge before ctgan")
     ap.add_argument(
+        "--bf16", action="store_true", help="also fit ganforge with amp='bf16' (row ganforge+bf16)"
+    )
+    ap.add_argument(
         "--dp-epsilons", default="1,10", help="private ganforge fits per table (comma-separated; '' for none)"
     )
     ap.add_argument("--no-record", action="store_true", help="do not append to the results file")
@@ -232,6 +239,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
     order = ["ganforge", "ctgan"] if args.ganforge_first else ["ctgan", "ganforge"]
+    if args.bf16:
+        order.append("ganforge+bf16")
     dp_epsilons = [float(e) for e in args.dp_epsilons.split(",") if e]
     load_start = os.getloadavg()[0]
     results = {}
@@ -262,23 +271,26 @@ def main() -> None:
         "exact_copies",
         "mia_auc",
     ]
-    print(f"\n{'table':10s} {'model':9s} " + " ".join(f"{k[:13]:>13s}" for k in keys))
+    print(f"\n{'table':10s} {'model':13s} " + " ".join(f"{k[:13]:>13s}" for k in keys))
     for name, r in results.items():
-        for which in ("ctgan", "ganforge"):
+        for which in ("ctgan", "ganforge", "ganforge+bf16"):
+            if which not in r:
+                continue
             vals = [r[which].get(k) for k in keys]
             print(
-                f"{name:10s} {which:9s} "
+                f"{name:10s} {which:13s} "
                 + " ".join(f"{v:13.3f}" if isinstance(v, float) else f"{v!s:>13s}" for v in vals)
             )
         for eps, d in r.get("ganforge_dp", {}).items():
             vals = [d.get(k) for k in keys]
             print(
-                f"{name:10s} {'dp ' + eps:9s} "
+                f"{name:10s} {'dp ' + eps:13s} "
                 + " ".join(f"{v:13.3f}" if isinstance(v, float) else f"{v!s:>13s}" for v in vals)
                 + f"   epsilon spent {d['dp']['epsilon']:.3f}"
             )
         print(
             f"{name:10s} speed-up (wall) {r['speedup']:.2f}x, (cpu) {r['speedup_cpu']:.2f}x at {r['epochs']} epochs"
+            + (f"; with bf16 {r['speedup_bf16']:.2f}x" if "speedup_bf16" in r else "")
         )
     if not args.no_record:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
