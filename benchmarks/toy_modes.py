@@ -36,7 +36,6 @@ PUBLISHED = {
 # Each recipe: (model, loss, --set overrides) on top of the default toy recipe.
 RECIPES: dict[str, tuple[str, list[str]]] = {
     "default": ("ns", []),
-    "narrow-long": ("ns", ["net.g_hidden=128", "net.d_hidden=128", "train.steps=10000"]),
     "plain": ("ns", ["net.g_layers=1", "net.d_layers=1", "net.g_hidden=128", "net.d_hidden=128", "train.ema_decay=0"]),
     "minimax": ("minimax", []),
     "wgan-gp": ("wgan-gp", []),

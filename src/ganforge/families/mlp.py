@@ -72,16 +72,20 @@ class MLP(Family):
     @classmethod
     def recipe(cls, spec: DataSpec, loss: str) -> dict[str, Any]:
         if spec.kind == "points":
+            # 128-wide nets for 10,000 steps beat 256-wide for 3,000 at a similar cost on the
+            # PacGAN protocol (10 seeds, benchmarks/results/toy_modes.jsonl): grid25 from 21 to 24
+            # modes and from 52 % to 93 % high-quality samples; ring8 from 93 % to 97 %.
             return {
+                "net": {"g_hidden": 128, "d_hidden": 128},
                 "train": {
-                    "steps": 3000,
+                    "steps": 10_000,
                     "batch_size": 256,
                     "g_lr": 1e-3,
                     "d_lr": 1e-3,
                     "beta1": 0.5,
                     "log_every": 100,
-                    "sample_every": 1000,
-                    "ckpt_every": 1000,
+                    "sample_every": 2500,
+                    "ckpt_every": 2500,
                     "n_grid": 2500,
                 }
             }
