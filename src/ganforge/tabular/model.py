@@ -58,7 +58,8 @@ class TabularGAN:
     path, see :mod:`ganforge.tabular.schema`).
 
     `amp="bf16"` runs the forward passes in bfloat16 (CPU or CUDA; the gradient penalty and the
-    losses stay float32): on 2 CPU cores it fitted `fair` 1.2-1.4x faster at the same fidelity.
+    losses stay float32). On this project's 2-core CPU it fitted `fair` 1.2-1.4x faster with one
+    torch thread, but only 1.05-1.1x with two, and fidelity dropped by up to 0.02.
 
     `dp_epsilon` trains the critic with DP-SGD (Abadi et al. 2016) calibrated to spend at most
     (dp_epsilon, dp_delta) over the planned steps; `dp_delta` defaults to 1 / rows^1.1 and
