@@ -56,7 +56,7 @@ def test_layering_defaults_recipe_user(tmp_path):
     assert cfg.model == "mlp"  # default for points
     assert cfg.train.steps == 7 and cfg.train.batch_size == 5  # user wins
     assert cfg.train.g_lr == 1e-3  # the mlp-on-points recipe beats the global default 2e-4
-    assert cfg.net.g_hidden == 32 and cfg.net.d_hidden == 256
+    assert cfg.net.g_hidden == 32 and cfg.net.d_hidden == 128  # user, then recipe
 
 
 def test_wgan_gp_recipe_swaps_batch_norm_out_of_D():
