@@ -142,7 +142,10 @@ ALL_STABILISERS = [
 ]
 
 
-@pytest.mark.parametrize(("model", "data"), [("mlp", "ring8"), ("dcgan", "digits")])
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [("mlp", "ring8"), ("dcgan", "digits"), ("cgan", "digits"), pytest.param("cgan", "ring8", marks=pytest.mark.slow)],
+)
 def test_all_stabilisers_compose_and_resume_exactly(tmp_path, model, data):
     extra = ["data.resolution=8", "data.limit=48", "stab.diffaug=color,translation,cutout"] if data == "digits" else []
     args = [*tiny_overrides(model), *ALL_STABILISERS, *extra, "data.n_points=256", "train.batch_size=8"]
