@@ -6,7 +6,7 @@ import pytest
 
 from ganforge.cli import main
 from ganforge.errors import ConfigError
-from ganforge.sweep import parse_grid, summarise
+from ganforge.sweep import cell_name, cell_overrides, parse_grid, summarise
 
 
 def test_parse_grid():
@@ -65,4 +65,17 @@ def test_sweep_rejects_bad_key_before_training(tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["sweep", "--data", "ring8", "--grid", "train.gl_r=1,2", "--out", str(out)]) == 2
     assert "unknown config key 'train.gl_r'" in capsys.readouterr().err
+    assert not (out / "runs").exists()
+
+
+def test_tied_keys_share_one_axis():
+    cell = {"train.g_lr+train.d_lr": "1e-3", "loss.name": "hinge"}
+    assert cell_overrides(cell) == ["train.g_lr=1e-3", "train.d_lr=1e-3", "loss.name=hinge"]
+    assert cell_name(cell) == "g_lr+d_lr=1e-3_name=hinge"
+
+
+def test_tied_keys_are_checked_before_training(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sweep", "--data", "ring8", "--grid", "train.g_lr+train.dlr=1,2", "--out", str(out)]) == 2
+    assert "unknown config key 'train.dlr'" in capsys.readouterr().err
     assert not (out / "runs").exists()

@@ -150,7 +150,7 @@ def build_parser() -> ArgumentParser:
         default=[],
         metavar="KEY=V1,V2,...",
         required=True,
-        help="a config key and the values to try (repeat for more axes)",
+        help="a config key and the values to try (repeat for more axes; a+b=... ties two keys to one axis)",
     )
     w.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     w.add_argument("--steps", type=int)

@@ -5,6 +5,9 @@ equal?"): a sweep makes that visible for the user's own data.
 
     ganforge sweep --data ring8 --grid train.g_lr=1e-4,1e-3 --grid loss.name=ns,hinge --seeds 3 --out S
 
+Keys joined by "+" share one axis: `--grid train.g_lr+train.d_lr=1e-4,1e-3` moves both learning rates
+together.
+
 writes S/runs/<cell>-s<seed>/ (ordinary run folders), S/results.jsonl (one line per run, so an
 interrupted sweep continues where it stopped), S/summary.md (mean +- standard error per cell,
 best first) and S/heatmap_<metric>.png.
@@ -46,7 +49,13 @@ def parse_grid(axes: Sequence[str]) -> list[tuple[str, list[str]]]:
 
 
 def cell_name(cell: dict[str, str]) -> str:
-    return "_".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items()).replace("/", "-")
+    short = {k: "+".join(part.split(".")[-1] for part in k.split("+")) for k in cell}
+    return "_".join(f"{short[k]}={v}" for k, v in cell.items()).replace("/", "-")
+
+
+def cell_overrides(cell: dict[str, str]) -> list[str]:
+    """--set overrides of one grid cell; an axis 'a+b' sets both a and b to its value."""
+    return [f"{part}={v}" for k, v in cell.items() for part in k.split("+")]
 
 
 def metric_group(metric: str) -> tuple[str, bool]:
@@ -77,7 +86,7 @@ def sweep(
     ds = load_dataset(data_config(base))
     spec = spec_of(ds)
     for cell in cells:  # every cell must make a valid config before anything trains
-        build_config(merge(base, overrides_to_dict([f"{k}={v}" for k, v in cell.items()])), spec)
+        build_config(merge(base, overrides_to_dict(cell_overrides(cell))), spec)
     metric = metric or ("rkl" if ds.modes is not None else "fid")
     group, lower = metric_group(metric)
 
@@ -93,7 +102,6 @@ def sweep(
                 results.append(done[(name, seed)])
                 continue
             run_dir = root / "runs" / f"{name}-s{seed}"
-            cell_overrides = [*overrides, *(f"{k}={v}" for k, v in cell.items())]
             train(
                 data=data,
                 model=model,
@@ -101,7 +109,7 @@ def sweep(
                 steps=steps,
                 seed=seed,
                 out=run_dir,
-                overrides=[*cell_overrides, "train.sample_every=0"],
+                overrides=[*overrides, *cell_overrides(cell), "train.sample_every=0"],
                 progress=False,
                 resume="auto",
             )
