@@ -1,5 +1,7 @@
 """Stabilisers: each one's defining effect on a known case, and that each composes with the loop."""
 
+import copy
+
 import pytest
 import torch
 
@@ -17,7 +19,9 @@ IMAGES = DataSpec("image", (1, 16, 16))
 
 
 def family(spec, model="mlp", **stab):
-    cfg = build_config({"model": model, "net": FAMILIES.get(model).tiny, "stab": stab, "train": {"batch_size": 8}}, spec)
+    cfg = build_config(
+        {"model": model, "net": FAMILIES.get(model).tiny, "stab": stab, "train": {"batch_size": 8}}, spec
+    )
     return FAMILIES.get(model)(cfg, spec)
 
 
@@ -93,18 +97,98 @@ def g_grads(fam, G, D, seed=0):
     return [p.grad.clone() for p in G.parameters()], stats
 
 
+def with_d_adam(fam, D, lr):
+    """Attach an Adam optimiser to D, as the engine does, with one step taken so its moments are live."""
+    opt = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.9))
+    D.requires_grad_(True)
+    D(torch.randn(8, 2, generator=torch.Generator().manual_seed(7))).pow(2).mean().backward()
+    opt.step()
+    D.requires_grad_(False)  # as in the engine's G phase
+    fam.d_optimizer = opt
+    return opt
+
+
 def test_unrolling_with_zero_step_size_is_the_plain_g_loss():
     torch.manual_seed(0)
     plain = family(POINTS)
     G, D = plain.networks()
-    for p in D.parameters():
-        p.requires_grad_(False)
+    unrolled = family(POINTS, unrolled_steps=3)
+    opt = with_d_adam(unrolled, D, lr=0.0)
     base, _ = g_grads(plain, G, D)
-    same, _ = g_grads(family(POINTS, unrolled_steps=3, unrolled_lr=0.0), G, D)
-    moved, _ = g_grads(family(POINTS, unrolled_steps=3, unrolled_lr=0.5), G, D)
-    # with lr 0 the unrolled D is D; the RNG draws differ only in the look-ahead fakes
+    same, _ = g_grads(unrolled, G, D)
+    opt.param_groups[0]["lr"] = 0.05
+    moved, _ = g_grads(unrolled, G, D)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(base, same))
     assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(base, moved))
+
+
+def test_one_look_ahead_step_is_d_optimisers_adam_step():
+    """The look-ahead replays D's optimiser: one unrolled step equals torch's Adam step on a copy."""
+    torch.manual_seed(0)
+    fam = family(POINTS, unrolled_steps=1)
+    _, D = fam.networks()
+    opt = with_d_adam(fam, D, lr=0.01)
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    ahead = fam.unrolled_params(D, real, fake, {"x": real})
+
+    D2 = copy.deepcopy(D).requires_grad_(True)
+    opt2 = torch.optim.Adam(D2.parameters(), lr=0.01, betas=(0.5, 0.9))
+    opt2.load_state_dict(opt.state_dict())
+    fam.loss.d_loss(D2(real).flatten(), D2(fake).flatten()).backward()
+    opt2.step()
+    for name, p in D2.named_parameters():
+        assert torch.allclose(ahead[name].detach(), p.detach(), atol=1e-6), name
+        assert not torch.allclose(dict(D.named_parameters())[name], p, atol=1e-4), name  # it moved
+
+
+def test_unrolled_g_gradient_matches_finite_differences(monkeypatch):
+    """G's gradient through 3 look-ahead steps (float64) against central differences of the
+    same loss, and proof that the d(theta_D^K)/d(theta_G) term is in it: detaching the
+    look-ahead changes the gradient by far more than the tolerance."""
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.float64)
+    try:
+        fam = family(POINTS, unrolled_steps=3)
+        G, D = fam.networks()
+        with_d_adam(fam, D, lr=0.05)
+        batch = {"x": torch.randn(8, 2, generator=torch.Generator().manual_seed(1))}
+        check_unrolled_gradient(fam, G, D, batch, monkeypatch)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def check_unrolled_gradient(fam, G, D, batch, monkeypatch):
+
+    def loss_at(params=None):
+        if params is not None:
+            torch.nn.utils.vector_to_parameters(params, G.parameters())
+        return fam.g_loss(G, D, batch, torch.Generator().manual_seed(3))[0]
+
+    theta = torch.nn.utils.parameters_to_vector(G.parameters()).detach().clone()
+    G.zero_grad()
+    loss_at().backward()
+    grad = torch.cat([p.grad.flatten() for p in G.parameters()])
+    direction = torch.randn(theta.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    eps = 1e-6
+    numeric = (loss_at(theta + eps * direction) - loss_at(theta - eps * direction)).item() / (2 * eps)
+    torch.nn.utils.vector_to_parameters(theta, G.parameters())
+    analytic = (grad @ direction).item()
+    assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+    from ganforge.families import base
+
+    look_ahead = base.adam_look_ahead
+    monkeypatch.setattr(
+        base,
+        "adam_look_ahead",
+        lambda p, g, *rest: (lambda out: (out[0].detach().requires_grad_(True), out[1]))(
+            look_ahead(p, g, *rest)
+        ),
+    )
+    G.zero_grad()
+    loss_at().backward()
+    first_order = torch.cat([p.grad.flatten() for p in G.parameters()]) @ direction
+    assert abs(first_order.item() - analytic) > 1e3 * abs(analytic - numeric)
 
 
 def test_feature_matching_term():
@@ -136,20 +220,41 @@ def test_diffaug_is_differentiable():
 
 
 ALL_STABILISERS = [
-    "stab.spectral_norm=true", "stab.g_spectral_norm=true", "stab.r1_gamma=1", "stab.r2_gamma=1", "stab.reg_every=2",
-    "stab.label_smoothing=0.1", "stab.instance_noise=0.1", "stab.noise_steps=3", "stab.mbstd=true", "stab.mbdisc=4",
-    "stab.feature_matching=0.5", "stab.pac=2", "stab.unrolled_steps=2",
+    "stab.spectral_norm=true",
+    "stab.g_spectral_norm=true",
+    "stab.r1_gamma=1",
+    "stab.r2_gamma=1",
+    "stab.reg_every=2",
+    "stab.label_smoothing=0.1",
+    "stab.instance_noise=0.1",
+    "stab.noise_steps=3",
+    "stab.mbstd=true",
+    "stab.mbdisc=4",
+    "stab.feature_matching=0.5",
+    "stab.pac=2",
+    "stab.unrolled_steps=2",
 ]
 
 
 @pytest.mark.parametrize(
     ("model", "data"),
-    [("mlp", "ring8"), ("dcgan", "digits"), ("cgan", "digits"), pytest.param("cgan", "ring8", marks=pytest.mark.slow)],
+    [
+        ("mlp", "ring8"),
+        ("dcgan", "digits"),
+        ("cgan", "digits"),
+        pytest.param("cgan", "ring8", marks=pytest.mark.slow),
+    ],
 )
 def test_all_stabilisers_compose_and_resume_exactly(tmp_path, model, data):
-    extra = ["data.resolution=8", "data.limit=48", "stab.diffaug=color,translation,cutout"] if data == "digits" else []
+    extra = (
+        ["data.resolution=8", "data.limit=48", "stab.diffaug=color,translation,cutout"]
+        if data == "digits"
+        else []
+    )
     args = [*tiny_overrides(model), *ALL_STABILISERS, *extra, "data.n_points=256", "train.batch_size=8"]
-    full = ganforge.train(data=data, model=model, out=tmp_path / "full", steps=4, overrides=args, progress=False)
+    full = ganforge.train(
+        data=data, model=model, out=tmp_path / "full", steps=4, overrides=args, progress=False
+    )
     ganforge.train(data=data, model=model, out=tmp_path / "split", steps=2, overrides=args, progress=False)
     split = ganforge.train(out=tmp_path / "split", steps=4, resume=True, progress=False)
     for a, b in zip(full.trainer.G.parameters(), split.trainer.G.parameters()):

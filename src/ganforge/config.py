@@ -50,7 +50,9 @@ class TrainConfig:
     steps: int = 2000  # generator steps in total (a resumed run continues up to this)
     batch_size: int = 64  # real (and fake) examples per discriminator step
     n_dis: int = 1  # discriminator steps per generator step
-    reuse_fakes: bool = False  # n_dis=1: D trains on the previous G phase's fakes (one G forward less per step)
+    reuse_fakes: bool = (
+        False  # n_dis=1: D trains on the previous G phase's fakes (one G forward less per step)
+    )
     g_lr: float = 2e-4  # generator Adam learning rate
     d_lr: float = 2e-4  # discriminator Adam learning rate (TTUR: may differ from g_lr)
     beta1: float = 0.5  # Adam beta1; 0.5 as in DCGAN (Radford et al. 2016)
@@ -68,7 +70,9 @@ class TrainConfig:
     max_rollbacks: int = 3  # rollbacks (each halving the learning rates) before training stops
     n_grid: int = 64  # samples in each grid, drawn from one fixed noise batch
     channels_last: bool = True  # NHWC memory format for conv nets on images (no-op otherwise); faster on CPU
-    fuse_upsample: bool = True  # nearest-x2 upsample + 3x3 conv computed as one 4x4 transposed conv (exact; 2.25x fewer FLOPs)
+    fuse_upsample: bool = (
+        True  # nearest-x2 upsample + 3x3 conv computed as one 4x4 transposed conv (exact; 2.25x fewer FLOPs)
+    )
     compile: bool = False  # torch.compile G and D (eager, with one warning, if compilation fails)
     amp: str = "off"  # mixed-precision forward passes: off | bf16 (CPU, CUDA) | fp16 (CUDA, loss-scaled)
 
@@ -152,14 +156,11 @@ class StabConfig:
     mbdisc: int = 0  # minibatch discrimination kernels in D (Salimans et al. 2016, Sec. 3.2; 0 = off)
     feature_matching: float = 0.0  # weight of ||E f(x) - E f(G(z))||^2 in G's loss (Salimans et al. 2016)
     pac: int = 1  # PacGAN: D judges `pac` samples jointly (Lin et al. 2018; 1 = off)
-    unrolled_steps: int = 0  # unrolled GAN: G sees D after k look-ahead steps (Metz et al. 2017)
-    unrolled_lr: float = 0.05  # SGD step size of the unrolled D updates
+    unrolled_steps: int = 0  # unrolled GAN: G sees D after k look-ahead steps of D's Adam (Metz et al. 2017)
     diffaug: str = ""  # DiffAugment policy for images, e.g. "color,translation,cutout" (Zhao et al. 2020)
 
     def validate(self) -> None:
-        _at_least(
-            self, 0.0, "stab.", "r1_gamma", "r2_gamma", "instance_noise", "feature_matching", "unrolled_lr"
-        )
+        _at_least(self, 0.0, "stab.", "r1_gamma", "r2_gamma", "instance_noise", "feature_matching")
         _at_least(self, 0, "stab.", "mbdisc", "unrolled_steps", "noise_steps")
         _at_least(self, 1, "stab.", "reg_every", "pac")
         if not 0.0 <= self.label_smoothing < 0.5:

@@ -119,6 +119,7 @@ class Trainer:
         fused = self.device.type in ("cpu", "cuda", "mps", "xpu")
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2), fused=fused)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2), fused=fused)
+        self.family.d_optimizer = self.opt_D
         self.guard = Guard(t)
         self.noise = torch.Generator(device=self.device).manual_seed(t.seed + 1)
         self.data = data.to(self.device) if data is not None else None

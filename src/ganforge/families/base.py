@@ -69,10 +69,10 @@ class Family:
         self.progress = 0.0  # fraction of the annealing horizon done; the engine updates it
         # With one D step per G step, D can train on the fakes G made in the previous G phase, as
         # PyTorch-GAN's and the DCGAN reference scripts do: each step then costs one G forward less.
-        # Unrolled GANs draw their own look-ahead fakes, and conditional families pair fakes with
-        # the current batch's labels, so both keep the plain schedule.
-        self.reuse_fakes = (
-            cfg.train.reuse_fakes and cfg.train.n_dis == 1 and not self.stab.unrolled_steps and not self.conditional
+        # Conditional families pair fakes with the current batch's labels, so they keep the plain schedule.
+        self.reuse_fakes = cfg.train.reuse_fakes and cfg.train.n_dis == 1 and not self.conditional
+        self.d_optimizer: torch.optim.Optimizer | None = (
+            None  # D's optimiser, replayed by the unrolled look-ahead
         )
         self.cached_fakes: dict[str, Tensor] = {}  # {"x": (B, ...)} from the last G phase
         self.fused_d_pass = False  # one D pass on real + fake batches; set by networks()
@@ -214,7 +214,11 @@ class Family:
         fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y"))
         self.cache_fakes(fake)
         fake_in = self.d_view(fake, gen)
-        params = self.unrolled_params(G, D, batch, gen) if self.stab.unrolled_steps else None
+        params = (
+            self.unrolled_params(D, self.d_view(real, gen), fake_in, batch)
+            if self.stab.unrolled_steps
+            else None
+        )
         if params is None and not self.stab.feature_matching:
             fake_out = D(*self.d_args(fake_in, batch)).flatten()
         else:
@@ -231,25 +235,40 @@ class Family:
         return loss, stats
 
     def unrolled_params(
-        self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
+        self, D: nn.Module, real_in: Tensor, fake_in: Tensor, batch: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        """D's parameters after `unrolled_steps` differentiable SGD steps on its loss (Metz et al.
-        2017, Eq. 4-7): G's update then anticipates how D would respond. The fakes used in the
-        look-ahead keep their graph, so G's gradient includes the d(theta_D^K)/d(theta_G) term."""
-        params = {k: p.detach().requires_grad_(True) for k, p in D.named_parameters()}
+        """D's parameters after `unrolled_steps` differentiable steps of D's own optimiser on its
+        loss (Metz et al. 2017, Eq. 4-7): G's update then anticipates how D would respond. As in
+        the paper's code, the look-ahead replays Adam with D's learning rate, betas and current
+        moment estimates, on this G phase's batch. The fakes keep their graph, so G's gradient
+        includes the d(theta_D^K)/d(theta_G) term."""
+        named = list(D.named_parameters())
+        lr, beta1, beta2, eps, weight_decay = self.look_ahead_hyperparameters()
+        params = {k: p.detach().requires_grad_(True) for k, p in named}
+        moments = {k: adam_moments(self.d_optimizer, p) for k, p in named}
         buffers = {k: b.clone() for k, b in D.named_buffers()}  # look-ahead must not move BN statistics
-        real = self.d_view(batch["x"], gen)
+        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
         for _ in range(self.stab.unrolled_steps):
-            fake = self.d_view(
-                self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y")), gen
-            )
             state = {**params, **buffers}
-            real_out = torch.func.functional_call(D, state, self.d_args(real, batch)).flatten()
-            fake_out = torch.func.functional_call(D, state, self.d_args(fake, batch)).flatten()
-            loss = self.loss.d_loss(real_out, fake_out)
+            real_out = torch.func.functional_call(D, state, self.d_args(real_in, batch)).flatten()
+            fake_out = torch.func.functional_call(D, state, self.d_args(fake_in, batch)).flatten()
+            loss = self.loss.d_loss(real_out, fake_out, **smooth)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-            params = {k: p - self.stab.unrolled_lr * g for (k, p), g in zip(params.items(), grads)}
+            for (k, p), g in zip(list(params.items()), grads):
+                params[k], moments[k] = adam_look_ahead(
+                    p, g + weight_decay * p if weight_decay else g, moments[k], lr, beta1, beta2, eps
+                )
         return {**params, **buffers}
+
+    def look_ahead_hyperparameters(self) -> tuple[float, float, float, float, float]:
+        """(lr, beta1, beta2, eps, weight_decay) of D's optimiser, or of the configured one
+        when no optimiser is attached (a family used outside the engine)."""
+        if self.d_optimizer is None:
+            t = self.cfg.train
+            return t.d_lr, t.beta1, t.beta2, 1e-8, 0.0
+        group = self.d_optimizer.param_groups[0]
+        lr = float(group["lr"])  # a tensor learning rate would otherwise join the graph
+        return lr, *map(float, group["betas"]), float(group["eps"]), float(group["weight_decay"])
 
     def d_args(self, x: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
         """D's inputs for examples x of `batch`: x alone here; conditional families add the labels."""
@@ -266,6 +285,34 @@ class Family:
         if self.loss.probabilistic:
             real_out, fake_out = torch.sigmoid(real_out), torch.sigmoid(fake_out)
         return {"D/real": real_out.detach().mean(), "D/fake": fake_out.detach().mean()}
+
+
+def adam_moments(opt: torch.optim.Optimizer | None, p: Tensor) -> tuple[Tensor, Tensor, float]:
+    """Adam's (first moment, second moment, steps taken) for parameter p: zeros before any step."""
+    state = opt.state.get(p, {}) if opt is not None else {}
+    if "exp_avg" not in state:
+        return torch.zeros_like(p), torch.zeros_like(p), 0.0
+    return state["exp_avg"].detach(), state["exp_avg_sq"].detach(), float(state["step"])
+
+
+def adam_look_ahead(
+    p: Tensor,
+    g: Tensor,
+    moments: tuple[Tensor, Tensor, float],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> tuple[Tensor, tuple[Tensor, Tensor, float]]:
+    """One differentiable Adam step (Kingma & Ba 2015, Alg. 1): (new p, new moments). The
+    denominator is sqrt(v_hat + eps^2) rather than sqrt(v_hat) + eps: equal to within eps, and
+    smooth where v_hat = 0 (a dead unit), where sqrt's derivative would be infinite."""
+    m, v, step = moments
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    step += 1
+    m_hat, v_hat = m / (1 - beta1**step), v / (1 - beta2**step)
+    return p - lr * m_hat / (v_hat + eps * eps).sqrt(), (m, v, step)
 
 
 def batch_independent(D: nn.Module) -> bool:
