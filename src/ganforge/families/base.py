@@ -214,11 +214,10 @@ class Family:
         fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y"))
         self.cache_fakes(fake)
         fake_in = self.d_view(fake, gen)
-        params = (
-            self.unrolled_params(D, self.d_view(real, gen), fake_in, batch)
-            if self.stab.unrolled_steps
-            else None
-        )
+        params = real_in = None
+        if self.stab.unrolled_steps:
+            real_in = self.d_view(real, gen)
+            params = self.unrolled_params(D, real_in, fake_in, batch)
         if params is None and not self.stab.feature_matching:
             fake_out = D(*self.d_args(fake_in, batch)).flatten()
         else:
@@ -226,6 +225,8 @@ class Family:
             fake_out = self.d_logits(D, h_fake, batch, params)
         loss = self.loss.g_loss(fake_out)
         stats: Stats = {"Loss/G": loss.detach()}
+        if params is not None:
+            loss = loss + self.unrolled_real_term(D, real_in, batch, params)
         if self.stab.feature_matching:
             with torch.no_grad():
                 h_real = d_features(D, self.d_view(real, gen), params)
@@ -259,6 +260,22 @@ class Family:
                     p, g + weight_decay * p if weight_decay else g, moments[k], lr, beta1, beta2, eps
                 )
         return {**params, **buffers}
+
+    def unrolled_real_term(
+        self,
+        D: nn.Module,
+        real_in: Tensor,
+        batch: dict[str, Tensor],
+        params: dict[str, Tensor],
+    ) -> Tensor:
+        """The real-data half of G's unrolled objective. Metz et al.'s surrogate (Eq. 5)
+        f_K(theta_G, theta_D) = f(theta_G, theta_D^K) is the whole value function at the look-ahead
+        parameters, so its E_x[log D(x)] part depends on theta_G through theta_D^K: G also pushes
+        D's loss on real data up. With the minimax loss, G's loss is then exactly -L_D there."""
+        real_out = self.d_logits(D, d_features(D, real_in, params), batch, params)
+        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
+        # D's losses add a real and a fake half: with constant fake logits the fake half is a constant
+        return -self.loss.d_loss(real_out, torch.zeros_like(real_out), **smooth)
 
     def look_ahead_hyperparameters(self) -> tuple[float, float, float, float, float]:
         """(lr, beta1, beta2, eps, weight_decay) of D's optimiser, or of the configured one
