@@ -154,9 +154,13 @@ def test_training_by_sampling_pairs_rows_with_their_condition():
 
 def test_fast_paths_compute_the_same_functions():
     """G without re-concatenating z (+) c, the closed-form gradient penalty and the one-pass
-    segment softmax give what the plain definitions give."""
-    from ganforge.families.tabular import ResidualGenerator, critic_features, critic_gradient_penalty
-    from ganforge.losses import gradient_penalty
+    softmax over all spans give what the plain definitions give."""
+    from ganforge.families.tabular import (
+        ResidualGenerator,
+        critic_features,
+        critic_forward,
+        critic_gradient_penalty,
+    )
     from ganforge.nn import Discriminator
 
     torch.manual_seed(0)
@@ -164,11 +168,23 @@ def test_fast_paths_compute_the_same_functions():
     zc = torch.randn(30, 12)
     torch.testing.assert_close(G(zc), G.seq(zc), rtol=1e-5, atol=1e-6)
     D = Discriminator(critic_features(4 * 5, [16, 8], 0.5), 8, pac=4).eval()  # no dropout: same masks
-    real, fake = torch.randn(40, 5), torch.randn(40, 5)
+    real, fake = D.pack(torch.randn(40, 5)), D.pack(torch.randn(40, 5))
+
+    def closed_form(gen: torch.Generator) -> torch.Tensor:
+        (out, a_real), (_, a_fake) = critic_forward(D, real), critic_forward(D, fake)
+        torch.testing.assert_close(out, D.head(D.features(real)).squeeze(1))
+        return critic_gradient_penalty(D, a_real, a_fake, gen)
+
+    def double_backward(gen: torch.Generator) -> torch.Tensor:  # CTGAN's: one eps per pack
+        eps = torch.rand((real.shape[0], 1), generator=gen)
+        x_hat = torch.lerp(fake, real, eps).requires_grad_(True)
+        (grad,) = torch.autograd.grad(D.head(D.features(x_hat)).sum(), x_hat, create_graph=True)
+        return (grad.norm(dim=1) - 1.0).pow(2).mean()
+
     values, grads = [], []
-    for gp in (critic_gradient_penalty, lambda *a: gradient_penalty(*a[:3], generator=a[3])):
+    for gp in (closed_form, double_backward):
         D.zero_grad()
-        value = gp(D, real, fake, torch.Generator().manual_seed(1))
+        value = gp(torch.Generator().manual_seed(1))
         value.backward()
         values.append(value.detach())
         grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in D.parameters()])
@@ -186,15 +202,35 @@ def test_fast_paths_compute_the_same_functions():
     assert abs(out[:, 4:6].argmax(1).float().mean().item() - 0.5) < 0.015
 
 
+def test_dropout_masks_keep_each_unit_with_probability_one_minus_p():
+    """The critic's dropout masks (16 coin flips per random integer for p = 1/2, a uniform draw
+    otherwise) take the values 0 and 1 / (1 - p), keep 1 - p of the units and are independent."""
+    from ganforge.families.tabular import keep_mask
+
+    torch.manual_seed(0)
+    like = torch.empty(0)
+    for p in (0.5, 0.3):
+        mask = keep_mask(400, 250, p, like)
+        assert mask.shape == (400, 250) and mask.dtype == torch.float32
+        assert mask.unique().tolist() == [0.0, pytest.approx(1.0 / (1.0 - p))]
+        kept = (mask > 0).float()
+        assert abs(kept.mean().item() - (1.0 - p)) < 0.005
+        # neighbouring units (within and across the random integers) are uncorrelated
+        cov = ((kept[:, 1:] - (1 - p)) * (kept[:, :-1] - (1 - p))).mean().item()
+        assert abs(cov) < 0.005
+    assert keep_mask(3, 7, 0.5, torch.empty(0, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
 def test_closed_form_penalty_is_float32_under_bf16_autocast():
-    """With train.amp=bf16 the fakes arrive in bfloat16; the closed-form penalty (whose backward
-    runs outside autocast) is still computed in float32: value and gradients as without autocast."""
+    """With train.amp=bf16 the critic's first-layer pre-activations arrive in bfloat16; the
+    closed-form penalty (whose backward runs outside autocast) is still computed in float32:
+    value and gradients as without autocast."""
     from ganforge.families.tabular import critic_features, critic_gradient_penalty
     from ganforge.nn import Discriminator
 
     torch.manual_seed(0)
     D = Discriminator(critic_features(2 * 5, [16, 8], 0.5), 8, pac=2).eval()
-    real, fake = torch.randn(40, 5), torch.randn(40, 5).bfloat16()
+    real, fake = torch.randn(20, 16), torch.randn(20, 16).bfloat16()  # of 20 packs, H_1 = 16
     results = []
     for autocast in (False, True):
         D.zero_grad()

@@ -6,16 +6,18 @@
   (tau = 0.2, Jang et al. 2017) for each mode or category one-hot.
 - D: a PacGAN critic (Lin et al. 2018): `pac` rows are concatenated and judged together
   (the shared `stab.pac` packing, 10 in CTGAN); FC -> LeakyReLU(0.2) -> Dropout(0.5) blocks,
-  trained as WGAN-GP (Gulrajani et al. 2017) with one gradient norm per pack.
+  trained as WGAN-GP (Gulrajani et al. 2017) with one gradient norm and, as in CTGAN's reference
+  code, one interpolation weight per pack.
 - Conditional vector and training-by-sampling (Sec. 4.3): pick a discrete column uniformly, a
   category with probability ~ log(1 + frequency), and a real row that has it; G's loss adds the
   cross-entropy between the chosen category and G's logits for that column (Eq. in Sec. 4.3).
 
 Speed, with the same model and the same distributions as the paper's: all spans are activated at
-once (a segment softmax, no Python loop over columns); G adds z (+) c's share of every layer from
-one product per layer instead of concatenating z (+) c into each layer's input (so backward never
-computes the gradient of the noise); the critic scores real and fake packs in one pass; and the
-gradient penalty of the plain MLP critic is computed in closed form (:class:`CriticPenalty`).
+once (one softmax over a padded grid of spans, no Python loop over columns); G adds z (+) c's
+share of every layer from one product per layer instead of concatenating z (+) c into each
+layer's input (so backward never computes the gradient of the noise); the critic scores real and
+fake packs in one pass; and the gradient penalty of the plain MLP critic is computed in closed
+form (:class:`CriticPenalty`), starting from the first layer's pre-activations of that pass.
 
 Differential privacy (``net.dp_noise_multiplier`` > 0): DP-SGD on the critic (Abadi et al. 2016,
 Alg. 1) with a pack as the unit. Each step draws `batch_size` rows uniformly without replacement
@@ -92,10 +94,20 @@ class Layout:
             raise ConfigError(f"net.spans cover {sum(widths)} values but the table is encoded in {width}")
         starts = [sum(widths[:i]) for i in range(len(widths))]
         self.width = width
-        # Every column belongs to one span (a segment); an alpha is a segment of its own.
-        self.segment = torch.repeat_interleave(torch.arange(len(spans)), torch.tensor(widths))  # (D,)
-        self.is_tanh = torch.tensor([s.startswith("tanh") for s, w in zip(spans, widths) for _ in range(w)])
-        self.n_spans = len(spans)
+        # Softmax spans gathered into an (S, K) grid, K the widest span; padding indexes column
+        # `width`, a -inf appended to the logits (probability 0). `back` reads the output columns
+        # from [the grid's probabilities, flattened | tanh of the alpha columns].
+        soft = [(s, w) for a, s, w in zip(spans, starts, widths) if a.startswith("softmax")]
+        tanh = [s for a, s in zip(spans, starts) if a.startswith("tanh")]
+        self.tanh_cols = torch.tensor(tanh, dtype=torch.long)
+        self.n_soft, self.k_max = len(soft), max((w for _, w in soft), default=1)
+        grid = torch.full((self.n_soft, self.k_max), width, dtype=torch.long)
+        self.back = torch.empty(width, dtype=torch.long)
+        for j, (s, w) in enumerate(soft):
+            grid[j, :w] = torch.arange(s, s + w)
+            self.back[s : s + w] = torch.arange(j * self.k_max, j * self.k_max + w)
+        self.back[self.tanh_cols] = torch.arange(len(self.tanh_cols)) + self.n_soft * self.k_max
+        self.grid = grid.flatten()
         # Conditional vector: the one-hots of `cond_spans`, concatenated.
         cw = [widths[i] for i in cond_spans]
         self.cond_dim = sum(cw)
@@ -109,19 +121,22 @@ class Layout:
             self.cond_table[j, :w] = torch.arange(s, s + w)
 
     def activate(self, raw: Tensor, tau: float, generator: torch.Generator | None) -> Tensor:
-        """tanh on the alphas, Gumbel-softmax(tau) on every one-hot span, as one segment softmax.
-        (B, D) -> (B, D); the softmax of an alpha's one-column segment is computed and discarded."""
+        """tanh on the alphas, Gumbel-softmax(tau) on every one-hot span: (B, D) -> (B, D).
+
+        The spans' logits are gathered into a (S, K, B) grid (-inf padding) and normalised by
+        one softmax over K: with B innermost that kernel is ~20x faster on a CPU than a softmax
+        over a short last dimension, and far cheaper than a scatter-based segment softmax."""
         B, dev = raw.shape[0], raw.device
-        segment = self.segment.to(dev)
         u = torch.rand(raw.shape, device=dev, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
-        y = (raw - torch.log(-torch.log(u))) / tau  # logits + Gumbel(0, 1) noise, over tau
-        with torch.no_grad():  # a per-span shift cancels in the softmax; it keeps exp() finite
-            top = y.new_full((B, self.n_spans), float("-inf"))
-            top = top.scatter_reduce_(1, segment.expand(B, -1), y, "amax")[:, segment]
-        e = torch.exp(y - top)
-        sums = e.new_zeros(B, self.n_spans).index_add(1, segment, e)  # (B, S) each span's total
-        probs = e / sums[:, segment]
-        return torch.where(self.is_tanh.to(dev), torch.tanh(raw), probs)
+        y = (raw - u.log_().neg_().log_()) / tau  # logits + Gumbel(0, 1) noise, over tau
+        parts = []
+        if self.n_soft:
+            y = torch.cat([y, y.new_full((B, 1), float("-inf"))], dim=1).index_select(1, self.grid.to(dev))
+            probs = torch.softmax(y.t().reshape(self.n_soft, self.k_max, B), dim=1)
+            parts.append(probs.reshape(self.n_soft * self.k_max, B).t())
+        if len(self.tanh_cols):
+            parts.append(torch.tanh(raw.index_select(1, self.tanh_cols.to(dev))))
+        return torch.cat(parts, dim=1).index_select(1, self.back.to(dev))
 
     def cond_loss(self, raw: Tensor, col: Tensor, opt: Tensor) -> Tensor:
         """Mean cross-entropy between G's logits for each row's conditioned column and its category."""
@@ -173,9 +188,21 @@ class ResidualGenerator(nn.Module):
         return out if h is None else torch.addmm(out, h, W[:, :-k].t())  # (B, D) raw, as seq(zc)
 
 
+def keep_mask(rows: int, width: int, p: float, like: Tensor) -> Tensor:
+    """An inverted-dropout mask (rows, width) in `like`'s dtype and device: 1 / (1 - p) with
+    probability 1 - p, else 0, from the global RNG. For p = 1/2 (CTGAN's rate) each random integer
+    gives 16 fair coin flips (its 16 low bits, exactly uniform): the same distribution, ~4x faster
+    on a CPU than one uniform draw per element, which itself is ~2x faster than nn.Dropout."""
+    if p != 0.5:
+        return (torch.rand(rows, width, device=like.device) >= p).to(like.dtype).div_(1.0 - p)
+    n = rows * width
+    words = torch.randint(0, 1 << 16, ((n + 15) // 16, 1), dtype=torch.int32, device=like.device)
+    bits = (words >> torch.arange(16, dtype=torch.int32, device=like.device)) & 1
+    return bits.flatten()[:n].view(rows, width).to(like.dtype).mul_(2.0)
+
+
 class Dropout(nn.Module):
-    """Inverted dropout from a uniform draw: the same distribution as nn.Dropout, without its
-    per-element Bernoulli sampling (about twice as fast on a CPU for D's small activations)."""
+    """Inverted dropout with :func:`keep_mask`'s draw: the same distribution as nn.Dropout."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -184,7 +211,7 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        return x * (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * keep_mask(x.shape[0], x.shape[1], self.p, x)
 
 
 def critic_features(in_dim: int, dims: list[int], dropout: float) -> nn.Sequential:
@@ -201,7 +228,8 @@ def critic_features(in_dim: int, dims: list[int], dropout: float) -> nn.Sequenti
 
 class CriticPenalty(torch.autograd.Function):
     """WGAN-GP's E[(||grad_x D(x_hat)||_2 - 1)^2] (Gulrajani et al. 2017, Eq. 3) for the MLP critic
-    D(x) = w^T g_L(... g_1(x)), g_l(h) = m_l * LeakyReLU(W_l h + b_l), m_l a dropout mask.
+    D(x) = w^T g_L(... g_1(x)), g_l(h) = m_l * LeakyReLU(W_l h + b_l), m_l a dropout mask, from the
+    first layer's pre-activations a_1 = W_1 x_hat + b_1 (the input itself is not needed).
 
     With s_l the LeakyReLU slopes (1 or 0.2) and masks fixed, the input gradient is linear in each
     weight: delta_L = w * m_L s_L, delta_l = (delta_{l+1} W_{l+1}) * m_l s_l, grad_x = delta_1 W_1.
@@ -212,15 +240,16 @@ class CriticPenalty(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, slope: float, masks: list[Tensor], biases: list[Tensor], *weights: Tensor
+        ctx: Any, a1: Tensor, slope: float, masks: list[Tensor], biases: list[Tensor], *weights: Tensor
     ) -> Tensor:
         Ws, head = weights[:-1], weights[-1]  # (H_l, H_{l-1}) each, then (1, H_L)
-        h, gates = x, []
-        for W, b, m in zip(Ws, biases, masks):
-            a = torch.addmm(b, h, W.t())
+        a, gates = a1, []
+        for i, m in enumerate(masks):
             positive = a > 0
             gates.append(torch.where(positive, m, m * slope))  # m_l * s_l
-            h = torch.where(positive, a, a * slope) * m
+            if i + 1 < len(Ws):
+                h = torch.where(positive, a, a * slope) * m
+                a = torch.addmm(biases[i + 1], h, Ws[i + 1].t())
         deltas = [head * gates[-1]]  # (M, H_L)
         for W, gate in zip(reversed(Ws[1:]), reversed(gates[:-1])):
             deltas.insert(0, (deltas[0] @ W) * gate)
@@ -257,22 +286,35 @@ def critic_layers(D: Discriminator) -> tuple[list[tuple[str, nn.Linear]], float,
 
 def dropout_masks(rows: int, widths: list[int], p: float, like: Tensor) -> list[Tensor]:
     """Inverted-dropout masks (rows, width) as :class:`Dropout` draws them (the global RNG)."""
-    return [(torch.rand(rows, w, device=like.device) >= p).to(like.dtype) / (1.0 - p) for w in widths]
+    return [keep_mask(rows, w, p, like) for w in widths]
 
 
-def critic_gradient_penalty(D: Discriminator, real: Tensor, fake: Tensor, gen: torch.Generator) -> Tensor:
-    """`losses.gradient_penalty` for the plain MLP critic (no extras, no spectral norm), in closed
-    form: the same interpolates (eps ~ U[0, 1] per row), dropout masks and result, one norm per pack."""
-    eps = torch.rand((real.shape[0], 1), device=real.device, dtype=real.dtype, generator=gen)
-    x_hat = D.pack(torch.lerp(fake.detach().to(real.dtype), real.detach(), eps))  # eps real + (1 - eps) fake
+def critic_forward(D: Discriminator, packs: Tensor) -> tuple[Tensor, Tensor]:
+    """The plain MLP critic on packed rows (P, pac * I): its logits (P,) and its first layer's
+    pre-activations (P, H_1), from which :func:`critic_gradient_penalty` starts."""
+    first, *rest = D.features
+    a1 = h = first(packs)
+    for module in rest:
+        h = module(h)
+    return D.head(h).squeeze(1), a1
+
+
+def critic_gradient_penalty(D: Discriminator, a_real: Tensor, a_fake: Tensor, gen: torch.Generator) -> Tensor:
+    """The gradient penalty of the plain MLP critic (no extras, no spectral norm) in closed form,
+    one norm per pack, on x_hat = eps x + (1 - eps) G(z) with one eps ~ U[0, 1] per pack, as in
+    CTGAN's reference code. The first layer is linear, so its pre-activations at x_hat are the
+    same interpolation of those at the real and the fake packs, `a_real` and `a_fake` (P, H_1),
+    which :func:`critic_forward` returned: the penalty needs no pass of its own through W_1."""
+    eps = torch.rand((a_real.shape[0], 1), device=a_real.device, generator=gen)
+    a_hat = torch.lerp(a_fake.detach().float(), a_real.detach().float(), eps)  # eps real + (1 - eps) fake
     layers, slope, p = critic_layers(D)
     linears = [lin for _, lin in layers]
-    masks = dropout_masks(x_hat.shape[0], [lin.out_features for lin in linears], p, x_hat)
+    masks = dropout_masks(a_hat.shape[0], [lin.out_features for lin in linears], p, a_hat)
     biases = [lin.bias.detach() for lin in linears]
     # In float32 even under train.amp: the Function's backward runs outside autocast.
-    with torch.autocast(x_hat.device.type, enabled=False):
+    with torch.autocast(a_hat.device.type, enabled=False):
         return CriticPenalty.apply(
-            x_hat, slope, masks, biases, *[lin.weight for lin in linears], D.head.weight
+            a_hat, slope, masks, biases, *[lin.weight for lin in linears], D.head.weight
         )
 
 
@@ -375,16 +417,19 @@ class Tabular(Family):
         if not self.plain_critic:
             return super().d_loss(G, D, batch, gen)
         real_in, fake_in = self.d_inputs(G, batch, gen)
-        out = D(torch.cat([real_in, fake_in])).flatten()  # real packs, then fake packs
+        if self.net.d_dims:  # real packs, then fake packs
+            out, a1 = critic_forward(D, D.pack(torch.cat([real_in, fake_in])))
+        else:
+            out = D(torch.cat([real_in, fake_in]))
         real_out, fake_out = out.chunk(2)
         smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
         loss = self.loss.d_loss(real_out, fake_out, **smooth)
         stats: Stats = {"Loss/D": loss.detach()}
         if self.loss.gradient_penalty:
             gp = (
-                critic_gradient_penalty(D, real_in, fake_in, gen)
+                critic_gradient_penalty(D, *a1.chunk(2), gen)
                 if self.net.d_dims
-                else gradient_penalty(D, real_in, fake_in, generator=gen)
+                else gradient_penalty(D, real_in, fake_in, generator=gen)  # D's gradient is constant
             )
             loss = loss + self.cfg.loss.gp_lambda * gp
             stats["Loss/D_gp"] = gp.detach()
