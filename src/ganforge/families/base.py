@@ -251,8 +251,12 @@ class Family:
         smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
         for _ in range(self.stab.unrolled_steps):
             state = {**params, **buffers}
-            real_out = torch.func.functional_call(D, state, self.d_args(real_in, batch)).flatten()
-            fake_out = torch.func.functional_call(D, state, self.d_args(fake_in, batch)).flatten()
+            if self.fused_d_pass and real_in.shape == fake_in.shape:  # as in d_outputs
+                both = torch.func.functional_call(D, state, (torch.cat([real_in, fake_in]),))
+                real_out, fake_out = both.flatten().chunk(2)
+            else:
+                real_out = torch.func.functional_call(D, state, self.d_args(real_in, batch)).flatten()
+                fake_out = torch.func.functional_call(D, state, self.d_args(fake_in, batch)).flatten()
             loss = self.loss.d_loss(real_out, fake_out, **smooth)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
             for (k, p), g in zip(list(params.items()), grads):
