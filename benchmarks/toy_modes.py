@@ -42,7 +42,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "hinge": ("hinge", []),
     "lsgan": ("lsgan", []),
     "pacgan": ("ns", ["stab.pac=4"]),
-    "unrolled": ("ns", ["stab.unrolled_steps=5"]),
+    "unrolled": ("ns", ["stab.unrolled_steps=2", "train.steps=5000"]),
     "spectral_norm": ("ns", ["stab.spectral_norm=true"]),
     "r1": ("ns", ["stab.r1_gamma=0.1"]),
     "mbstd": ("ns", ["stab.mbstd=true"]),

@@ -245,12 +245,14 @@ class Family:
         includes the d(theta_D^K)/d(theta_G) term."""
         named = list(D.named_parameters())
         lr, beta1, beta2, eps, weight_decay = self.look_ahead_hyperparameters()
-        params = {k: p.detach().requires_grad_(True) for k, p in named}
-        moments = {k: adam_moments(self.d_optimizer, p) for k, p in named}
+        # D's parameters as one flat vector: one gradient and one Adam update per look-ahead step,
+        # and a parameter the loss does not reach simply gets a zero gradient.
+        flat = torch.cat([p.detach().reshape(-1) for _, p in named]).requires_grad_(True)
+        moments = adam_moments(self.d_optimizer, [p for _, p in named])
         buffers = {k: b.clone() for k, b in D.named_buffers()}  # look-ahead must not move BN statistics
         smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
         for _ in range(self.stab.unrolled_steps):
-            state = {**params, **buffers}
+            state = {**unflatten(flat, named), **buffers}
             if self.fused_d_pass and real_in.shape == fake_in.shape:  # as in d_outputs
                 both = torch.func.functional_call(D, state, (torch.cat([real_in, fake_in]),))
                 real_out, fake_out = both.flatten().chunk(2)
@@ -258,12 +260,11 @@ class Family:
                 real_out = torch.func.functional_call(D, state, self.d_args(real_in, batch)).flatten()
                 fake_out = torch.func.functional_call(D, state, self.d_args(fake_in, batch)).flatten()
             loss = self.loss.d_loss(real_out, fake_out, **smooth)
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-            for (k, p), g in zip(list(params.items()), grads):
-                params[k], moments[k] = adam_look_ahead(
-                    p, g + weight_decay * p if weight_decay else g, moments[k], lr, beta1, beta2, eps
-                )
-        return {**params, **buffers}
+            (grad,) = torch.autograd.grad(loss, flat, create_graph=True)
+            if weight_decay:
+                grad = grad + weight_decay * flat
+            flat, moments = adam_look_ahead(flat, grad, moments, lr, beta1, beta2, eps)
+        return {**unflatten(flat, named), **buffers}
 
     def unrolled_real_term(
         self,
@@ -308,23 +309,34 @@ class Family:
         return {"D/real": real_out.detach().mean(), "D/fake": fake_out.detach().mean()}
 
 
-def adam_moments(opt: torch.optim.Optimizer | None, p: Tensor) -> tuple[Tensor, Tensor, float]:
-    """Adam's (first moment, second moment, steps taken) for parameter p: zeros before any step."""
-    state = opt.state.get(p, {}) if opt is not None else {}
-    if "exp_avg" not in state:
-        return torch.zeros_like(p), torch.zeros_like(p), 0.0
-    return state["exp_avg"].detach(), state["exp_avg_sq"].detach(), float(state["step"])
+def adam_moments(opt: torch.optim.Optimizer | None, params: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Adam's first moments, second moments and steps taken for `params`, each flattened and
+    concatenated in order (zeros for a parameter the optimiser has not stepped yet)."""
+    ms, vs, steps = [], [], []
+    for p in params:
+        state = opt.state.get(p, {}) if opt is not None else {}
+        stepped = "exp_avg" in state
+        ms.append(state["exp_avg"].detach().reshape(-1) if stepped else p.new_zeros(p.numel()))
+        vs.append(state["exp_avg_sq"].detach().reshape(-1) if stepped else p.new_zeros(p.numel()))
+        steps.append(p.new_full((p.numel(),), float(state["step"]) if stepped else 0.0))
+    return torch.cat(ms), torch.cat(vs), torch.cat(steps)
+
+
+def unflatten(flat: Tensor, named: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
+    """Views of a flat vector shaped as the named parameters, in order."""
+    views = flat.split([p.numel() for _, p in named])
+    return {k: v.view(p.shape) for (k, p), v in zip(named, views)}
 
 
 def adam_look_ahead(
     p: Tensor,
     g: Tensor,
-    moments: tuple[Tensor, Tensor, float],
+    moments: tuple[Tensor, Tensor, Tensor],
     lr: float,
     beta1: float,
     beta2: float,
     eps: float,
-) -> tuple[Tensor, tuple[Tensor, Tensor, float]]:
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
     """One differentiable Adam step (Kingma & Ba 2015, Alg. 1): (new p, new moments). The
     denominator is sqrt(v_hat + eps^2) rather than sqrt(v_hat) + eps: equal to within eps, and
     smooth where v_hat = 0 (a dead unit), where sqrt's derivative would be infinite."""
