@@ -169,8 +169,7 @@ class Family:
     ) -> tuple[Tensor, Stats]:
         real_in, fake_in = self.d_inputs(G, batch, gen)
         real_out, fake_out = self.d_outputs(D, real_in, fake_in)
-        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
-        loss = self.loss.d_loss(real_out, fake_out, **smooth)
+        loss = self.loss.d_loss(real_out, fake_out, **self.smoothing())
         stats: Stats = {"Loss/D": loss.detach()}
         if self.loss.gradient_penalty:  # one gradient norm per D output (a PacGAN pack counts as one)
             gp = gradient_penalty(D, real_in, fake_in, generator=gen)
@@ -178,6 +177,10 @@ class Family:
             stats["Loss/D_gp"] = gp.detach()
         stats.update(self.d_output_stats(real_out, fake_out))
         return loss, stats
+
+    def smoothing(self) -> dict[str, float]:
+        """Keyword arguments of D's loss: the one-sided label-smoothing target, when set."""
+        return {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
 
     def d_outputs(self, D: nn.Module, real_in: Tensor, fake_in: Tensor) -> tuple[Tensor, Tensor]:
         """D's logits on the real and the fake batch. When nothing in D mixes examples (no batch
@@ -250,7 +253,6 @@ class Family:
         flat = torch.cat([p.detach().reshape(-1) for _, p in named]).requires_grad_(True)
         moments = adam_moments(self.d_optimizer, [p for _, p in named])
         buffers = {k: b.clone() for k, b in D.named_buffers()}  # look-ahead must not move BN statistics
-        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
         for _ in range(self.stab.unrolled_steps):
             state = {**unflatten(flat, named), **buffers}
             if self.fused_d_pass and real_in.shape == fake_in.shape:  # as in d_outputs
@@ -259,7 +261,7 @@ class Family:
             else:
                 real_out = torch.func.functional_call(D, state, self.d_args(real_in, batch)).flatten()
                 fake_out = torch.func.functional_call(D, state, self.d_args(fake_in, batch)).flatten()
-            loss = self.loss.d_loss(real_out, fake_out, **smooth)
+            loss = self.loss.d_loss(real_out, fake_out, **self.smoothing())
             (grad,) = torch.autograd.grad(loss, flat, create_graph=True)
             if weight_decay:
                 grad = grad + weight_decay * flat
@@ -278,9 +280,8 @@ class Family:
         parameters, so its E_x[log D(x)] part depends on theta_G through theta_D^K: G also pushes
         D's loss on real data up. With the minimax loss, G's loss is then exactly -L_D there."""
         real_out = self.d_logits(D, d_features(D, real_in, params), batch, params)
-        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
         # D's losses add a real and a fake half: with constant fake logits the fake half is a constant
-        return -self.loss.d_loss(real_out, torch.zeros_like(real_out), **smooth)
+        return -self.loss.d_loss(real_out, torch.zeros_like(real_out), **self.smoothing())
 
     def look_ahead_hyperparameters(self) -> tuple[float, float, float, float, float]:
         """(lr, beta1, beta2, eps, weight_decay) of D's optimiser, or of the configured one

@@ -422,8 +422,7 @@ class Tabular(Family):
         else:
             out = D(torch.cat([real_in, fake_in]))
         real_out, fake_out = out.chunk(2)
-        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
-        loss = self.loss.d_loss(real_out, fake_out, **smooth)
+        loss = self.loss.d_loss(real_out, fake_out, **self.smoothing())
         stats: Stats = {"Loss/D": loss.detach()}
         if self.loss.gradient_penalty:
             gp = (
@@ -448,13 +447,12 @@ class Tabular(Family):
         real_in, fake_in = self.d_inputs(G, batch, gen)
         # The penalty's interpolation weight per row (Gulrajani's epsilon; not the privacy budget).
         alpha = torch.rand((real_in.shape[0], 1), device=real_in.device, dtype=real_in.dtype, generator=gen)
-        smooth = {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
         grads, fake_out = critic_unit_grads(
             D,
             D.pack(real_in),
             D.pack(fake_in),
             D.pack(alpha.expand_as(real_in)),
-            partial(self.loss.d_loss, **smooth),
+            partial(self.loss.d_loss, **self.smoothing()),
             self.cfg.loss.gp_lambda if self.loss.gradient_penalty else None,
         )
         private = clip_and_noise(grads, self.net.dp_noise_multiplier, self.net.dp_max_grad_norm, gen)
