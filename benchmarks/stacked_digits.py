@@ -35,7 +35,7 @@ RECIPES: dict[str, list[str]] = {
     "mbdisc": ["stab.mbdisc=8"],
     "spectral_norm": ["stab.spectral_norm=true"],
     "r1": ["stab.r1_gamma=1"],
-    "unrolled": ["stab.unrolled_steps=3"],
+    "unrolled": ["stab.unrolled_steps=1"],
     "diffaug": ["stab.diffaug=color,translation,cutout"],
     "feature_matching": ["stab.feature_matching=1"],
 }

@@ -181,7 +181,7 @@ STAB_CURES = {  # config key -> (the flag that turns it on, is it on already?)
     "instance_noise": ("--set stab.instance_noise=0.1", lambda v: v > 0),
     "pac": ("--set stab.pac=2 (PacGAN)", lambda v: v > 1),
     "mbstd": ("--set stab.mbstd=true (minibatch-stddev)", bool),
-    "unrolled_steps": ("--set stab.unrolled_steps=5 (unrolled GAN)", lambda v: v > 0),
+    "unrolled_steps": ("--set stab.unrolled_steps=2 (unrolled GAN)", lambda v: v > 0),
     "diffaug": ("--set stab.diffaug=color,translation,cutout (DiffAugment)", bool),
 }
 
