@@ -43,6 +43,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "lsgan": ("lsgan", []),
     "pacgan": ("ns", ["stab.pac=4"]),
     "unrolled": ("ns", ["stab.unrolled_steps=2", "train.steps=5000"]),
+    "deep": ("ns", ["net.g_layers=4", "net.d_layers=4"]),
     "spectral_norm": ("ns", ["stab.spectral_norm=true"]),
     "r1": ("ns", ["stab.r1_gamma=0.1"]),
     "mbstd": ("ns", ["stab.mbstd=true"]),
