@@ -50,9 +50,7 @@ class TrainConfig:
     steps: int = 2000  # generator steps in total (a resumed run continues up to this)
     batch_size: int = 64  # real (and fake) examples per discriminator step
     n_dis: int = 1  # discriminator steps per generator step
-    reuse_fakes: bool = (
-        False  # n_dis=1: D trains on the previous G phase's fakes (one G forward less per step)
-    )
+    reuse_fakes: bool = False  # n_dis=1: D trains on the last G phase's fakes (one G forward less a step)
     g_lr: float = 2e-4  # generator Adam learning rate
     d_lr: float = 2e-4  # discriminator Adam learning rate (TTUR: may differ from g_lr)
     beta1: float = 0.5  # Adam beta1; 0.5 as in DCGAN (Radford et al. 2016)
@@ -70,9 +68,7 @@ class TrainConfig:
     max_rollbacks: int = 3  # rollbacks (each halving the learning rates) before training stops
     n_grid: int = 64  # samples in each grid, drawn from one fixed noise batch
     channels_last: bool = True  # NHWC memory format for conv nets on images (no-op otherwise); faster on CPU
-    fuse_upsample: bool = (
-        True  # nearest-x2 upsample + 3x3 conv computed as one 4x4 transposed conv (exact; 2.25x fewer FLOPs)
-    )
+    fuse_upsample: bool = True  # nearest-x2 upsample + 3x3 conv run as one 4x4 transposed conv (exact)
     compile: bool = False  # torch.compile G and D (eager, with one warning, if compilation fails)
     amp: str = "off"  # mixed-precision forward passes: off | bf16 (CPU, CUDA) | fp16 (CUDA, loss-scaled)
 

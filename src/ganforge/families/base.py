@@ -71,9 +71,7 @@ class Family:
         # PyTorch-GAN's and the DCGAN reference scripts do: each step then costs one G forward less.
         # Conditional families pair fakes with the current batch's labels, so they keep the plain schedule.
         self.reuse_fakes = cfg.train.reuse_fakes and cfg.train.n_dis == 1 and not self.conditional
-        self.d_optimizer: torch.optim.Optimizer | None = (
-            None  # D's optimiser, replayed by the unrolled look-ahead
-        )
+        self.d_optimizer: torch.optim.Optimizer | None = None  # set by the engine; the look-ahead replays it
         self.cached_fakes: dict[str, Tensor] = {}  # {"x": (B, ...)} from the last G phase
         self.fused_d_pass = False  # one D pass on real + fake batches; set by networks()
         if cfg.train.batch_size % self.stab.pac:
