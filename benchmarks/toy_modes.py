@@ -15,6 +15,7 @@ import json
 import math
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -62,6 +63,16 @@ def run_one(data: str, recipe: str, seed: int, steps: int | None, n: int) -> dic
     return {**result, "seconds": seconds}
 
 
+def git_commit() -> str:
+    """The ganforge commit measured (the default recipe changes over time), or '' outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.stdout.strip()
+
+
 def summarise(values: list[float]) -> tuple[float, float]:
     """Mean and standard error; nan when a run has no value (e.g. reverse KL without high-quality samples)."""
     if any(math.isnan(v) for v in values):
@@ -98,6 +109,7 @@ def main() -> None:
                 record = {
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": data, "recipe": recipe,
                     "seeds": args.seeds, "steps": args.steps, "n": args.n, "runs": runs,
+                    "loss": RECIPES[recipe][0], "overrides": RECIPES[recipe][1], "commit": git_commit(),
                     "modes_mean": m[0], "modes_se": m[1], "hq_mean": hq[0], "hq_se": hq[1], "rkl_mean": kl[0],
                     "rkl_se": kl[1], "seconds_mean": sec[0], "threads": args.threads,
                     "machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -59,6 +59,34 @@ def test_layering_defaults_recipe_user(tmp_path):
     assert cfg.net.g_hidden == 32 and cfg.net.d_hidden == 128  # user, then recipe
 
 
+def test_points_recipe_scales_r1_gamma_with_the_data_variance():
+    """gamma = 0.02 x the data's per-dimension variance, to 2 significant digits (ring8 0.5 -> 0.01,
+    grid25 8 -> 0.16); no R1 beside a Lipschitz critic's own constraint, none without a variance."""
+    from ganforge.api import data_config, spec_of
+    from ganforge.data import load_dataset
+
+    gammas = {}
+    for name in ("ring8", "grid25"):
+        spec = spec_of(load_dataset(data_config({"data": {"name": name}})))
+        gammas[name] = build_config({}, spec).stab.r1_gamma
+        assert build_config({"loss": "wgan-gp"}, spec).stab.r1_gamma == 0.0
+        assert build_config({"stab": {"r1_gamma": 0}}, spec).stab.r1_gamma == 0.0  # the user wins
+    assert gammas == {"ring8": 0.01, "grid25": 0.16}
+    assert build_config({}, POINTS).stab.r1_gamma == 0.0  # a spec without a variance (old runs)
+    assert build_config({}, IMAGES).stab.r1_gamma == 0.0
+
+
+def test_spec_variance_round_trips_and_is_not_part_of_equality():
+    from ganforge.api import data_config, spec_of
+    from ganforge.data import load_dataset
+
+    spec = spec_of(load_dataset(data_config({"data": {"name": "grid25"}})))
+    assert spec.variance == pytest.approx(8.0, rel=0.02)  # {-4..4 step 2} has variance 8, plus 0.05^2
+    assert DataSpec.from_dict(spec.to_dict()).variance == spec.variance
+    old = {"kind": "points", "shape": [2], "n_classes": 25}  # a run saved before the field existed
+    assert DataSpec.from_dict(old) == spec and "variance" not in IMAGES.to_dict()
+
+
 def test_wgan_gp_recipe_swaps_batch_norm_out_of_D():
     cfg = build_config({"loss": "wgan-gp"}, IMAGES)
     assert cfg.model == "dcgan" and cfg.net.d_norm == "layer" and cfg.train.n_dis == 5

@@ -108,7 +108,8 @@ def data_config(settings: dict[str, Any]) -> DataConfig:
 
 
 def spec_of(ds: Dataset) -> DataSpec:
-    return DataSpec(kind=ds.kind, shape=ds.shape, n_classes=ds.n_classes)
+    variance = float(ds.x.double().var(dim=0).mean()) if ds.kind == "points" and len(ds) > 1 else 0.0
+    return DataSpec(kind=ds.kind, shape=ds.shape, n_classes=ds.n_classes, variance=variance)
 
 
 def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

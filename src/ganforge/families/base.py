@@ -12,7 +12,7 @@ loss. Families that differ (conditional, paired translation, ...) override the h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -35,14 +35,21 @@ class DataSpec:
     kind: str  # "image" | "points"
     shape: tuple[int, ...]  # one example: (C, H, W) or (D,)
     n_classes: int = 0  # 0 = unlabelled
+    # Points only: the mean per-dimension variance of the data, so that recipes can scale
+    # scale-dependent settings (R1's gamma). Not part of equality: the same data, resumed, matches.
+    variance: float = field(default=0.0, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "shape": list(self.shape), "n_classes": self.n_classes}
+        d: dict[str, Any] = {"kind": self.kind, "shape": list(self.shape), "n_classes": self.n_classes}
+        return {**d, "variance": self.variance} if self.variance else d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
         return cls(
-            kind=str(d["kind"]), shape=tuple(int(s) for s in d["shape"]), n_classes=int(d.get("n_classes", 0))
+            kind=str(d["kind"]),
+            shape=tuple(int(s) for s in d["shape"]),
+            n_classes=int(d.get("n_classes", 0)),
+            variance=float(d.get("variance", 0.0)),
         )
 
 
