@@ -7,6 +7,7 @@ for the default DCGAN recipe with and without each stabiliser. Published on Stac
 (PacGAN Table 3): DCGAN 99 modes, KL 3.4; PacDCGAN2 1,000 modes, KL 0.06.
 
     python benchmarks/stacked_digits.py --recipes default,pacgan,mbstd --seeds 2
+    python benchmarks/stacked_digits.py --recipes r1 --seeds 2 --first-seed 1   # seeds 1 and 2
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", default="default")
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=26_000, help="samples classified (26k as Metz et al. 2017)")
     p.add_argument("--no-record", action="store_true")
@@ -84,7 +86,8 @@ def main() -> None:
     print(f"real data through the classifier: {real_modes['modes']} modes, KL {real_modes['kl']:.3f}")
     print(f"{'recipe':18} {'modes':>14} {'KL':>14} {'s/run':>7}")
     for recipe in args.recipes.split(","):
-        runs = [run_one(recipe, s, args.steps, args.n) for s in range(args.seeds)]
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        runs = [{**run_one(recipe, s, args.steps, args.n), "seed": s} for s in seeds]
         m = [r["modes"] for r in runs]
         kl = [r["kl"] for r in runs]
         print(
