@@ -255,11 +255,17 @@ def test_cures_name_flags_and_skip_what_is_already_on():
     settings = user_settings(
         None, ["stab.spectral_norm=true", "loss.name=minimax"], data="ring8", model="mlp"
     )
-    cfg = build_config(settings, DataSpec("points", (2,)))
+    cfg = build_config(settings, DataSpec("points", (2,), variance=0.5))  # ring8's variance: R1 on
     text = cure("vanishing_gradients", cfg, images=False)
-    assert "--loss ns" in text and "--set stab.r1_gamma=10" in text and "train.n_dis=1" in text
+    assert "--loss ns" in text and "train.n_dis=1" in text
+    assert "stab.r1_gamma" not in text  # the ring8 recipe has R1 on already
     assert "spectral_norm" not in text and "diffaug" not in text  # already on; no images to augment
-    assert "stab.diffaug" in cure("mode_collapse", cfg, images=True)
+    no_r1 = build_config(
+        user_settings(None, ["stab.r1_gamma=0"], data="ring8", model="mlp"), DataSpec("points", (2,))
+    )
+    assert "0.02 x the data's per-dimension variance" in cure("mode_collapse", no_r1, images=False)
+    image_cure = cure("mode_collapse", no_r1, images=True)
+    assert "--set stab.r1_gamma=1;" in image_cure and "stab.diffaug" in image_cure
     assert all(cure(kind, cfg) for kind in KINDS)
 
 
