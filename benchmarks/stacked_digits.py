@@ -30,7 +30,8 @@ from ganforge.metrics.extractors import digits_probs
 from ganforge.metrics.modes import class_histogram_metrics
 
 RECIPES: dict[str, list[str]] = {
-    "default": [],
+    "default": [],  # the dcgan recipe: lazy R1 with gamma 1 since it measured best here
+    "no_r1": ["stab.r1_gamma=0"],  # the recipe before that (the "default" rows recorded before 2026-11-22 20:30)
     "pacgan": ["stab.pac=2"],
     "mbstd": ["stab.mbstd=true"],
     "mbdisc": ["stab.mbdisc=8"],
