@@ -63,25 +63,28 @@ def use_deterministic_cuda() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
+def set_requires_grad(params: list[Tensor], flag: bool) -> None:
+    for p in params:
         p.requires_grad_(flag)
 
 
-def grad_norm(module: nn.Module) -> Tensor:
+def grad_norm(params: list[Tensor]) -> Tensor:
     """Global L2 norm of the gradients (a device tensor: no host synchronisation)."""
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+def ema_update(
+    ema: nn.Module, model: nn.Module, decay: float, params: tuple[list[Tensor], list[Tensor]] | None = None
+) -> None:
     """ema <- decay * ema + (1 - decay) * model for parameters; buffers (e.g. batch-norm
-    statistics) are copied, as in Karras et al. (2018, progressive GAN) and later work."""
-    ema_params, params = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    statistics) are copied, as in Karras et al. (2018, progressive GAN) and later work.
+    `params` = (ema's, model's) parameter lists, when the caller keeps them (a per-step saving)."""
+    ema_params, model_params = params or (list(ema.parameters()), list(model.parameters()))
+    torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
 
@@ -115,6 +118,9 @@ class Trainer:
         self.channels_last = prepare_modules(self.G, self.D, t, image_data=spec.kind == "image")
         self.precision = Precision(t.amp, self.device)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if t.ema_decay > 0 else None
+        # Parameter lists, kept: walking the module tree each phase costs more than a small step's maths.
+        self.g_params, self.d_params = list(self.G.parameters()), list(self.D.parameters())
+        self.ema_params = list(self.G_ema.parameters()) if self.G_ema is not None else []
         # Fused Adam: faster, and it can skip a non-finite step on the device (see .guard).
         fused = self.device.type in ("cpu", "cuda", "mps", "xpu")
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2), fused=fused)
@@ -176,22 +182,22 @@ class Trainer:
         family.progress = self.step / (self.cfg.stab.noise_steps or t.steps)
 
         # D phase(s): only D's parameters take gradients.
-        set_requires_grad(G, False)
-        set_requires_grad(D, True)
+        set_requires_grad(self.g_params, False)
+        set_requires_grad(self.d_params, True)
         for _ in range(t.n_dis):
             batch = self.next_batch()
             d_loss, d_stats = self.phase_loss(family.d_loss, batch)
             self.opt_D.zero_grad(set_to_none=True)
             amp.backward(d_loss, self.opt_D)
             d_loss = self.dist.sync_grads(D, d_loss)
-            d_stats["Grad/D"] = grad_norm(D)
+            d_stats["Grad/D"] = grad_norm(self.d_params)
             skipped += self.guard.step(self.opt_D, d_loss, d_stats["Grad/D"])
             d_stats["Grad/D"] = amp.stat(d_stats["Grad/D"])
             amp.update()
             if family.loss.weight_clip:
                 with torch.no_grad():
-                    torch._foreach_clamp_min_(list(D.parameters()), -self.cfg.loss.clip)
-                    torch._foreach_clamp_max_(list(D.parameters()), self.cfg.loss.clip)
+                    torch._foreach_clamp_min_(self.d_params, -self.cfg.loss.clip)
+                    torch._foreach_clamp_max_(self.d_params, self.cfg.loss.clip)
             for key, value in d_stats.items():
                 stats[key] = stats.get(key, 0.0) + value / t.n_dis
 
@@ -202,29 +208,29 @@ class Trainer:
             self.opt_D.zero_grad(set_to_none=True)
             amp.backward(reg_loss * stab.reg_every, self.opt_D)
             reg_loss = self.dist.sync_grads(D, reg_loss)
-            skipped += self.guard.step(self.opt_D, reg_loss, grad_norm(D))
+            skipped += self.guard.step(self.opt_D, reg_loss, grad_norm(self.d_params))
             amp.update()
             stats.update(reg_stats)
 
         # G phase: gradients flow through D to G, but only G is updated.
-        set_requires_grad(D, False)
-        set_requires_grad(G, True)
+        set_requires_grad(self.d_params, False)
+        set_requires_grad(self.g_params, True)
         g_loss, g_stats = self.phase_loss(family.g_loss, batch)
         self.opt_G.zero_grad(set_to_none=True)
         amp.backward(g_loss, self.opt_G)
         g_loss = self.dist.sync_grads(G, g_loss)
-        g_stats["Grad/G"] = grad_norm(G)
+        g_stats["Grad/G"] = grad_norm(self.g_params)
         skipped += self.guard.step(self.opt_G, g_loss, g_stats["Grad/G"])
         g_stats["Grad/G"] = amp.stat(g_stats["Grad/G"])
         amp.update()
-        set_requires_grad(D, True)
+        set_requires_grad(self.d_params, True)
         stats.update(g_stats)
         stats["Guard/skipped"] = skipped
 
         if self.G_ema is not None:
             # Warm-up: early on, average over the few steps taken so far (TF's num_updates rule).
             decay = min(t.ema_decay, (1 + self.step) / (10 + self.step))
-            ema_update(self.G_ema, G, decay)
+            ema_update(self.G_ema, G, decay, (self.ema_params, self.g_params))
         self.step += 1
         return stats
 
