@@ -34,10 +34,12 @@ PUBLISHED = {
     ("grid25", "GAN"): (17.3, 94.8, 0.70), ("grid25", "PacGAN4"): (24.8, 93.6, 0.04),
 }
 
-# Each recipe: (model, loss, --set overrides) on top of the default toy recipe.
+# Each recipe: (loss, --set overrides) on top of the default toy recipe.
 RECIPES: dict[str, tuple[str, list[str]]] = {
-    "default": ("ns", []),
-    "plain": ("ns", ["net.g_layers=1", "net.d_layers=1", "net.g_hidden=128", "net.d_hidden=128", "train.ema_decay=0"]),
+    "default": ("ns", []),  # since 2026-11-22 20:00 with R1 (gamma 0.02 x the data's variance)
+    "no_r1": ("ns", ["stab.r1_gamma=0"]),  # the default recipe before that
+    "plain": ("ns", ["net.g_layers=1", "net.d_layers=1", "net.g_hidden=128", "net.d_hidden=128", "train.ema_decay=0",
+                     "stab.r1_gamma=0"]),
     "minimax": ("minimax", []),
     "wgan-gp": ("wgan-gp", []),
     "hinge": ("hinge", []),
@@ -46,7 +48,6 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "unrolled": ("ns", ["stab.unrolled_steps=2", "train.steps=5000"]),
     "deep": ("ns", ["net.g_layers=4", "net.d_layers=4"]),
     "spectral_norm": ("ns", ["stab.spectral_norm=true"]),
-    "r1": ("ns", ["stab.r1_gamma=0.1"]),
     "mbstd": ("ns", ["stab.mbstd=true"]),
 }
 
