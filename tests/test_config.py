@@ -75,11 +75,13 @@ def test_points_recipe_scales_r1_gamma_with_the_data_variance():
     assert build_config({}, POINTS).stab.r1_gamma == 0.0  # a spec without a variance (old runs)
 
 
-def test_small_image_dcgan_recipe_has_r1_except_beside_a_lipschitz_critic():
+def test_small_image_recipes_have_r1_except_beside_a_lipschitz_critic():
     assert build_config({}, IMAGES).stab.r1_gamma == 1.0
     assert build_config({"loss": "hinge"}, IMAGES).stab.r1_gamma == 1.0
     assert build_config({"loss": "wgan-gp"}, IMAGES).stab.r1_gamma == 0.0
     assert build_config({}, DataSpec("image", (3, 64, 64))).stab.r1_gamma == 0.0  # measured at 32 px only
+    assert build_config({"model": "cgan"}, IMAGES).stab.r1_gamma == 1.0
+    assert build_config({"model": "cgan", "loss": "wgan"}, IMAGES).stab.r1_gamma == 0.0
 
 
 def test_spec_variance_round_trips_and_is_not_part_of_equality():
