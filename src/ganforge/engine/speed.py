@@ -50,9 +50,13 @@ def check_amp(amp: str, device: torch.device) -> None:
         raise ConfigError(f"train.amp=bf16 runs on cpu or cuda, not {device.type}; use train.amp=off")
 
 
-def prepare_modules(G: nn.Module, D: nn.Module, t: TrainConfig, image_data: bool) -> bool:
+def prepare_modules(
+    G: nn.Module, D: nn.Module, t: TrainConfig, image_data: bool, second_order: str = ""
+) -> bool:
     """Apply `train.fuse_upsample`, `train.channels_last`, `train.amp` and `train.compile` to G and D, in place.
-    Returns whether image batches should be channels-last (conv nets on image data only)."""
+    `second_order` names what differentiates D's gradient (e.g. "R1"), if anything: torch.compile
+    has no double backward, so D then stays eager. Returns whether image batches should be
+    channels-last (conv nets on image data only)."""
     if t.amp != "off":
         # D's logits to float32, so the losses (softplus, means over the batch) are not computed
         # with bf16's 8-bit mantissa.
@@ -67,9 +71,17 @@ def prepare_modules(G: nn.Module, D: nn.Module, t: TrainConfig, image_data: bool
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
     if t.compile:
+        if second_order:
+            warnings.warn(
+                f"train.compile: D stays eager ({second_order} needs a double backward through D, "
+                "which torch.compile does not support); G is compiled",
+                SpeedWarning,
+                stacklevel=3,
+            )
         try:
             G.compile()
-            D.compile()
+            if not second_order:
+                D.compile()
         except Exception as err:  # noqa: BLE001 - any failure to compile means: run eagerly
             for module in (G, D):
                 module._compiled_call_impl = None  # undo a half-done compile (G compiled, D not)

@@ -115,7 +115,9 @@ class Trainer:
             torch.manual_seed(t.seed)
             G, D = self.family.networks()
         self.G, self.D = G.to(self.device), D.to(self.device)
-        self.channels_last = prepare_modules(self.G, self.D, t, image_data=spec.kind == "image")
+        self.channels_last = prepare_modules(
+            self.G, self.D, t, image_data=spec.kind == "image", second_order=self.family.second_order()
+        )
         self.precision = Precision(t.amp, self.device)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if t.ema_decay > 0 else None
         # Parameter lists, kept: walking the module tree each phase costs more than a small step's maths.

@@ -183,6 +183,22 @@ class Family:
         stats.update(self.d_output_stats(real_out, fake_out))
         return loss, stats
 
+    def second_order(self) -> str:
+        """What in this config differentiates D's input gradient or its update ("" if nothing):
+        these need a double backward through D, which rules out compiling D."""
+        stab = self.stab
+        names = [
+            name
+            for name, on in (
+                ("R1", stab.r1_gamma),
+                ("R2", stab.r2_gamma),
+                ("the gradient penalty", self.loss.gradient_penalty),
+                ("the unrolled look-ahead", stab.unrolled_steps),
+            )
+            if on
+        ]
+        return " and ".join(names)
+
     def smoothing(self) -> dict[str, float]:
         """Keyword arguments of D's loss: the one-sided label-smoothing target, when set."""
         return {"real_target": 1.0 - self.stab.label_smoothing} if self.stab.label_smoothing else {}
