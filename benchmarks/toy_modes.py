@@ -5,6 +5,11 @@ captured, % high-quality samples (within 3 sigma of a centre) and the reverse KL
 histogram to uniform: mean +- standard error over seeds, plus seconds per run. Results are
 appended to benchmarks/results/toy_modes.jsonl with the machine, versions and date.
 
+The samples are the generator's own (`jacobian_limit=0`). `--jacobian-limits 10,20` also draws
+them from the same trained models with Jacobian-based truncation at those limits (Tanielian et
+al. 2020; `ganforge.engine.sampling`) and records those metrics and the share of latent draws
+each limit rejects, per run, under "jbts".
+
     python benchmarks/toy_modes.py --seeds 10 --recipes default,pacgan,unrolled
 """
 
@@ -26,6 +31,7 @@ import torch
 import ganforge
 from ganforge.config import DataConfig
 from ganforge.data import load_dataset
+from ganforge.engine.sampling import jbts_threshold, steep
 from ganforge.metrics.modes import gaussian_mixture_modes
 
 # Published figures (PacGAN, Table 1): modes, % high quality, reverse KL.
@@ -52,16 +58,31 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run_one(data: str, recipe: str, seed: int, steps: int | None, n: int) -> dict:
+def run_one(data: str, recipe: str, seed: int, steps: int | None, n: int, limits: list[float]) -> dict:
     loss, overrides = RECIPES[recipe]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         gan = ganforge.train(data=data, loss=loss, out=Path(tmp) / "run", seed=seed, steps=steps,
-                             overrides=[*overrides, "monitor.enabled=false", "train.sample_every=0"], progress=False)
+                             overrides=[*overrides, "monitor.enabled=false", "train.sample_every=0",
+                                        "sample.jacobian_limit=0"], progress=False)
         seconds = time.perf_counter() - t0
         ds = load_dataset(DataConfig(name=data))
         result = gaussian_mixture_modes(gan.sample(n, seed=seed + 1000), ds.modes, ds.mode_std)
-    return {**result, "seconds": seconds}
+        jbts = {}
+        for limit in limits:
+            x = gan.sample(n, seed=seed + 1000, jacobian_limit=limit)
+            jbts[f"{limit:g}"] = {**gaussian_mixture_modes(x, ds.modes, ds.mode_std),
+                                  "rejected": rejected_share(gan, limit, n, seed + 1000)}
+    return {**result, "seconds": seconds, **({"jbts": jbts} if jbts else {})}
+
+
+def rejected_share(gan: ganforge.GAN, limit: float, n: int, seed: int) -> float:
+    """Share of the first n latent draws of `seed` that Jacobian truncation at `limit` rejects."""
+    tr = gan.trainer
+    z = tr.family.sample_z(n, torch.device("cpu"), torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        _, norms = steep(tr, z, None, torch.Generator().manual_seed(seed))
+    return float((norms > jbts_threshold(tr, limit, 1024)).double().mean())
 
 
 def git_commit() -> str:
@@ -91,28 +112,41 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     p.add_argument("--n", type=int, default=2500)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jacobian-limits", default="", help="also sample with Jacobian truncation at these limits")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(__file__).parent / "results" / "toy_modes.jsonl"
+    limits = [float(v) for v in args.jacobian_limits.split(",") if v.strip()]
     print(f"{'data':7} {'recipe':14} {'modes':>12} {'% hq':>12} {'rKL':>14} {'s/run':>7}  all seeds")
     for data in args.data.split(","):
         for recipe in args.recipes.split(","):
             runs = []
             for seed in range(args.seeds):
-                runs.append(run_one(data, recipe, seed, args.steps, args.n))
+                runs.append(run_one(data, recipe, seed, args.steps, args.n, limits))
                 print(f"  {data} {recipe} seed {seed}: {runs[-1]}", flush=True)
             m, hq, kl, sec = (summarise([r[k] for r in runs]) for k in ("modes", "hq_fraction", "reverse_kl", "seconds"))
             k = len(load_dataset(DataConfig(name=data, n_points=10)).modes)
             print(f"{data:7} {recipe:14} {m[0]:5.2f}±{m[1]:4.2f}/{k:<2} {100 * hq[0]:6.2f}±{100 * hq[1]:4.2f} "
                   f"{kl[0]:7.4f}±{kl[1]:.4f} {sec[0]:7.1f}  all modes: {sum(r['modes'] == k for r in runs)}/{len(runs)}")
+            jbts = {}
+            for limit in (f"{v:g}" for v in limits):
+                rs = [r["jbts"][limit] for r in runs]
+                jm, jhq, jkl, jrej = (summarise([r[key] for r in rs])
+                                      for key in ("modes", "hq_fraction", "reverse_kl", "rejected"))
+                jbts[limit] = {"modes_mean": jm[0], "modes_se": jm[1], "hq_mean": jhq[0], "hq_se": jhq[1],
+                               "hq_min": min(r["hq_fraction"] for r in rs), "rkl_mean": jkl[0], "rkl_se": jkl[1],
+                               "rkl_max": max(r["reverse_kl"] for r in rs), "rejected_mean": jrej[0],
+                               "all_modes": sum(r["modes"] == k for r in rs)}
+                print(f"{'':7} {'+ JBTS ' + limit:14} {jm[0]:5.2f}±{jm[1]:4.2f}/{k:<2} {100 * jhq[0]:6.2f}±{100 * jhq[1]:4.2f} "
+                      f"{jkl[0]:7.4f}±{jkl[1]:.4f} rejects {100 * jrej[0]:.1f} %  min hq {100 * jbts[limit]['hq_min']:.1f} %")
             if not args.no_record:
                 record = {
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": data, "recipe": recipe,
                     "seeds": args.seeds, "steps": args.steps, "n": args.n, "runs": runs,
                     "loss": RECIPES[recipe][0], "overrides": RECIPES[recipe][1], "commit": git_commit(),
                     "modes_mean": m[0], "modes_se": m[1], "hq_mean": hq[0], "hq_se": hq[1], "rkl_mean": kl[0],
-                    "rkl_se": kl[1], "seconds_mean": sec[0], "threads": args.threads,
+                    "rkl_se": kl[1], "seconds_mean": sec[0], "threads": args.threads, "jbts": jbts,
                     "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                 "cpus": torch.get_num_threads()},
                     "versions": {"ganforge": ganforge.__version__, "torch": torch.__version__},

@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 import ganforge
 from ganforge.cli import main
-from ganforge.config import DataConfig
+from ganforge.config import DataConfig, SampleConfig
 from ganforge.data import load_dataset
 from ganforge.engine.checkpoint import load_checkpoint
 from ganforge.errors import ConfigError, GanforgeError
@@ -270,6 +270,7 @@ class HeldOutDigits:
         self.x, self.y = ds.x[held], ds.y[held]
         self.family = SimpleNamespace(conditional=True, sample_z=lambda n, device, gen: torch.zeros(n, 1))
         self.spec = DataSpec("image", (1, 32, 32), n_classes=10)
+        self.cfg = SimpleNamespace(sample=SampleConfig())  # plain sampling: no Jacobian truncation
         self.step = 0
         self.used: list[int] = []
 

@@ -25,6 +25,7 @@ from .engine import Callback, Trainer
 from .engine.distributed import Distributed
 from .engine.rng import seed_global_rngs
 from .engine.run import Progress, RunFolder, RunWriter
+from .engine.sampling import sample_batches
 from .errors import CheckpointError, ConfigError, GanforgeError
 from .families import FAMILIES, DataSpec, Family
 from .losses import LOSSES
@@ -43,8 +44,8 @@ RESUMABLE_CHANGES = {
     "train.amp",
     "net.truncation_psi",  # sampling only (stylegan): training never truncates
 }
-RESUMABLE_SECTIONS = {"monitor", "eval"}  # watching or measuring training does not change it
-SECTIONS = {"data", "loss", "train", "stab", "eval", "monitor", "net"}  # the Config fields that are mappings
+RESUMABLE_SECTIONS = {"monitor", "eval", "sample"}  # watching, measuring or sampling does not change training
+SECTIONS = {"data", "loss", "train", "stab", "eval", "monitor", "sample", "net"}  # the Config fields that are mappings
 
 
 def default_model(spec: DataSpec) -> str:
@@ -150,12 +151,16 @@ class GAN:
         labels: Sequence[int] | Tensor | None = None,
         batch_size: int = 1024,
         truncation: float | None = None,
+        jacobian_limit: float | None = None,
     ) -> Tensor:
         """`n` samples on the CPU, in data space: images (n, C, H, W) in [0, 1]; points (n, D).
 
         `labels` (length n) picks classes for conditional models; otherwise classes cycle.
         `truncation` is psi of the truncation trick, w_avg + psi (w - w_avg), for models that have
         one (`net.truncation_psi`: stylegan); None keeps the run's setting.
+        `jacobian_limit` K redraws latents where ||dG/dz||_F exceeds K x its median (Jacobian-based
+        truncation, Tanielian et al. 2020: removes samples in transit between modes; 0 = off);
+        None keeps the run's `sample.jacobian_limit`.
         """
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
@@ -169,14 +174,13 @@ class GAN:
                 raise ConfigError(f"labels must be {n} class indices in [0, {self.spec.n_classes})")
         elif labels is not None:
             raise ConfigError(f"model {self.cfg.model!r} is unconditional: it takes no labels")
-        gen = torch.Generator().manual_seed(seed)
-        z = fam.sample_z(n, torch.device("cpu"), gen)
-        out = []
+        if jacobian_limit is None:
+            jacobian_limit = self.cfg.sample.jacobian_limit
+        elif jacobian_limit and not jacobian_limit > 1.0:
+            raise ConfigError(f"jacobian_limit must be 0 (off) or above 1, got {jacobian_limit}")
         with truncated(fam, truncation):
-            for i in range(0, n, batch_size):
-                yb = None if y is None else y[i : i + batch_size]
-                out.append(self.trainer.generate(z[i : i + batch_size], yb).float().cpu())
-        x = torch.cat(out)
+            batches = sample_batches(self.trainer, n, seed, batch_size, y, jacobian_limit)
+            x = torch.cat([xb for xb, _ in batches])
         return (x + 1) / 2 if self.spec.kind == "image" else x
 
 

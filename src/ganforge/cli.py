@@ -110,6 +110,13 @@ def build_parser() -> ArgumentParser:
         metavar="PSI",
         help="truncation trick w_avg + psi (w - w_avg) for style-based models (default: the run's, 1 = off)",
     )
+    s.add_argument(
+        "--jacobian-limit",
+        type=float,
+        metavar="K",
+        help="redraw latents where ||dG/dz|| exceeds K x its median: drops samples in transit between "
+        "modes (Jacobian-based truncation; default: the run's sample.jacobian_limit, 0 = off)",
+    )
 
     sub.add_parser("list", help="list models, losses and datasets")
 
@@ -239,7 +246,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise GanforgeError(f"--n must be at least 1, got {args.n}")
     gan = load(args.run, device=args.device)
-    x = gan.sample(args.n, seed=args.seed, truncation=args.truncation)
+    x = gan.sample(args.n, seed=args.seed, truncation=args.truncation, jacobian_limit=args.jacobian_limit)
     labels = (np.arange(args.n) % gan.spec.n_classes) if gan.trainer.family.conditional else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png" and gan.spec.kind == "points":

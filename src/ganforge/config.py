@@ -170,6 +170,17 @@ class StabConfig:
 
 
 @dataclass
+class SampleConfig:
+    """How samples are drawn from the trained generator (not how it trains)."""
+
+    jacobian_limit: float = 0.0  # JBTS: redraw z where ||dG/dz||_F > this x its median (Tanielian et al. 2020; 0 = off)
+
+    def validate(self) -> None:
+        if self.jacobian_limit and not self.jacobian_limit > 1.0:
+            raise ConfigError(f"sample.jacobian_limit must be 0 (off) or above 1, got {self.jacobian_limit}")
+
+
+@dataclass
 class Config:
     model: str = "dcgan"  # GAN family; see `ganforge list`
     data: DataConfig = field(default_factory=DataConfig)
@@ -178,6 +189,7 @@ class Config:
     stab: StabConfig = field(default_factory=StabConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     net: Any = None  # the family's own config dataclass (filled by `ganforge.families`)
 
 

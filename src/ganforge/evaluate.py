@@ -42,6 +42,7 @@ from torch import Tensor
 from . import __version__
 from .config import Config, DataConfig
 from .data import Dataset, load_dataset
+from .engine.sampling import sample_batches
 from .errors import ConfigError, DataError, GanforgeError, suggest
 from .metrics import (
     StreamingStats,
@@ -273,13 +274,10 @@ def fake_batches(
     trainer: Trainer, n: int, seed: int, batch_size: int
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """(samples in data space, labels or None) batch by batch: the same samples as GAN.sample(n, seed)."""
-    fam = trainer.family
-    gen = torch.Generator().manual_seed(seed)
-    z = fam.sample_z(n, torch.device("cpu"), gen)  # (n, z_dim): noise is small; images are not
-    y = torch.arange(n) % trainer.spec.n_classes if fam.conditional else None
-    for i in range(0, n, batch_size):
-        yb = None if y is None else y[i : i + batch_size]
-        yield to_data_space(trainer.generate(z[i : i + batch_size], yb).cpu(), trainer.spec.kind), yb
+    y = torch.arange(n) % trainer.spec.n_classes if trainer.family.conditional else None
+    limit = trainer.cfg.sample.jacobian_limit
+    for xb, yb in sample_batches(trainer, n, seed, batch_size, y, limit):
+        yield to_data_space(xb, trainer.spec.kind), yb
 
 
 def real_batches(data: Dataset, idx: Tensor, batch_size: int) -> Iterator[Tensor]:
