@@ -75,6 +75,13 @@ def test_points_recipe_scales_r1_gamma_with_the_data_variance():
     assert build_config({}, POINTS).stab.r1_gamma == 0.0  # a spec without a variance (old runs)
 
 
+def test_points_recipe_samples_with_jacobian_truncation_and_images_do_not():
+    assert build_config({}, POINTS).sample.jacobian_limit == 20.0
+    assert build_config({"sample": {"jacobian_limit": 0}}, POINTS).sample.jacobian_limit == 0.0  # the user wins
+    assert build_config({}, IMAGES).sample.jacobian_limit == 0.0
+    assert build_config({"model": "mlp"}, IMAGES).sample.jacobian_limit == 0.0
+
+
 def test_small_image_recipes_have_r1_except_beside_a_lipschitz_critic():
     assert build_config({}, IMAGES).stab.r1_gamma == 1.0
     assert build_config({"loss": "hinge"}, IMAGES).stab.r1_gamma == 1.0
