@@ -133,3 +133,21 @@ def test_jbts_runs_on_every_image_family(model):
     assert x.shape == (20, 1, 8, 8) and torch.isfinite(x).all()
     if labels is not None:
         assert torch.equal(torch.cat([y for _, y in batches]), labels)
+
+
+def test_evaluate_records_and_overrides_the_jacobian_limit(tmp_path):
+    from ganforge.evaluate import evaluate
+
+    ganforge.train(
+        data="ring8",
+        out=tmp_path / "run",
+        steps=50,
+        progress=False,
+        overrides=["monitor.enabled=false", "net.g_hidden=16", "net.d_hidden=16"],
+    )
+    assert evaluate(tmp_path / "run", metrics="modes", n=200)["jacobian_limit"] == 20.0  # the points recipe
+    assert evaluate(tmp_path / "run", metrics="modes", n=200, jacobian_limit=0)["jacobian_limit"] == 0.0
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    with pytest.raises(ConfigError, match="jacobian_limit"):
+        evaluate(tmp_path / "run", metrics="modes", n=200, jacobian_limit=0.5)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() == lines  # nothing appended

@@ -26,6 +26,10 @@ from .errors import GanforgeError, GanforgeWarning
 
 SAMPLE_FORMATS = (".png", ".npy", ".npz")
 MAX_GRID_CLASSES = 32  # class-ordered sample grids: at most this many columns
+JACOBIAN_LIMIT_HELP = (
+    "redraw latents where ||dG/dz|| exceeds K x its median: drops samples in transit between modes "
+    "(Jacobian-based truncation, Tanielian et al. 2020; default: the run's sample.jacobian_limit, 0 = off)"
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -110,13 +114,7 @@ def build_parser() -> ArgumentParser:
         metavar="PSI",
         help="truncation trick w_avg + psi (w - w_avg) for style-based models (default: the run's, 1 = off)",
     )
-    s.add_argument(
-        "--jacobian-limit",
-        type=float,
-        metavar="K",
-        help="redraw latents where ||dG/dz|| exceeds K x its median: drops samples in transit between "
-        "modes (Jacobian-based truncation; default: the run's sample.jacobian_limit, 0 = off)",
-    )
+    s.add_argument("--jacobian-limit", type=float, metavar="K", help=JACOBIAN_LIMIT_HELP)
 
     sub.add_parser("list", help="list models, losses and datasets")
 
@@ -145,6 +143,7 @@ def build_parser() -> ArgumentParser:
     )
     e.add_argument("--resize", choices=("legacy", "clean"), default="legacy", help="Inception resizing")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--jacobian-limit", type=float, metavar="K", help=JACOBIAN_LIMIT_HELP)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
 
     w = sub.add_parser("sweep", help="train a grid of settings x seeds and compare them (heat maps)")
@@ -290,6 +289,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extractor=args.extractor,
         resize=args.resize,
         device=args.device,
+        jacobian_limit=args.jacobian_limit,
     )
     print(json.dumps(result) if args.json else format_result(result))
     return 0

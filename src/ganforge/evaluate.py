@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .config import Config, DataConfig
+from .config import Config, DataConfig, SampleConfig
 from .data import Dataset, load_dataset
 from .engine.sampling import sample_batches
 from .errors import ConfigError, DataError, GanforgeError, suggest
@@ -346,6 +346,7 @@ class Evaluator:
             n=fake.n,
             n_real=real.n,
             seed=self.seed,
+            jacobian_limit=trainer.cfg.sample.jacobian_limit,
             ganforge=__version__,
             seconds=round(time.perf_counter() - t0, 2),
             date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -394,6 +395,7 @@ def evaluate(
     extractor: str | None = None,
     resize: str = "legacy",
     device: str = "cpu",
+    jacobian_limit: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run in `run_dir`; the result is returned and appended to RUN/metrics.jsonl.
 
@@ -403,7 +405,8 @@ def evaluate(
     (`inception_weights` or $GANFORGE_INCEPTION_WEIGHTS); `resize` is its preprocessing: "legacy"
     (pytorch-fid) or "clean" (clean-fid). The result holds the metric values under "metrics",
     metrics that did not apply under "skipped", and how they were measured (extractor, resize,
-    n, seed, checkpoint step, ganforge version).
+    n, seed, checkpoint step, ganforge version). Samples are drawn as the run's `sample` section
+    says; `jacobian_limit` overrides its Jacobian-based truncation (0 = the generator's raw samples).
 
     A tabular model folder (written by `ganforge tabular fit`) is compared with the table
     `against` (required: the folder does not record its training table) on encoded columns
@@ -419,6 +422,9 @@ def evaluate(
         return evaluate_table(Path(run_dir), names, n, against, seed, extractor, device)
     folder = RunFolder(run_dir)
     gan = load(folder.root, device=device)
+    if jacobian_limit is not None:
+        gan.trainer.cfg.sample = SampleConfig(jacobian_limit=jacobian_limit)
+        gan.trainer.cfg.sample.validate()
     real = real_dataset(gan.cfg, gan.spec, against)
     ext = get_extractor(
         gan.cfg.data.name, gan.spec.kind, gan.spec.shape, extractor, inception_weights, resize, device
