@@ -46,11 +46,12 @@ def jacobian_norm(
             torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device) for _ in range(PROBES)
         ]
     out: Tensor | None = None
-    sq = torch.zeros(n, device=z.device, dtype=torch.float64)
+    acc = torch.promote_types(z.dtype, torch.float32)  # at least float32; float64 only if z is (MPS has none)
+    sq = torch.zeros(n, device=z.device, dtype=acc)
     for v in directions:
         y, jv = torch.func.jvp(fn, (z,), (v,))
         out = y if out is None else out
-        sq += jv.reshape(n, -1).double().pow(2).sum(1)
+        sq += jv.reshape(n, -1).to(acc).pow(2).sum(1)
     if dim > EXACT_MAX_DIM:
         sq /= PROBES
     assert out is not None
