@@ -151,3 +151,14 @@ def test_evaluate_records_and_overrides_the_jacobian_limit(tmp_path):
     with pytest.raises(ConfigError, match="jacobian_limit"):
         evaluate(tmp_path / "run", metrics="modes", n=200, jacobian_limit=0.5)
     assert (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() == lines  # nothing appended
+
+
+def test_jbts_on_a_generator_with_nan_outputs_is_one_clear_error(tmp_path):
+    from ganforge.errors import GanforgeError
+
+    gan = band_generator(tmp_path)
+    with torch.no_grad():
+        gan.trainer.G.net[2].weight[0, 0] = float("nan")
+    with pytest.raises(GanforgeError, match="Jacobian truncation"):
+        gan.sample(10, jacobian_limit=5)
+    assert gan.sample(10, jacobian_limit=0)[:, 0].isnan().all()  # raw sampling still answers

@@ -15,11 +15,14 @@ they are Hutchinson estimates, E_v ||J v||^2 = ||J||_F^2 for v ~ N(0, I), from 4
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from ..errors import GanforgeError
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -107,6 +110,11 @@ def sample_batches(
             yield trainer.generate(z[i : i + batch_size], yb).float().cpu(), yb
         return
     tau = jbts_threshold(trainer, jacobian_limit, batch_size)
+    if not math.isfinite(tau):
+        raise GanforgeError(
+            "Jacobian truncation: the generator's Jacobian is not finite (NaN/inf outputs?); "
+            "sample without it (jacobian_limit 0)"
+        )
     out: Tensor | None = None
     todo = torch.arange(n)  # positions still without an accepted sample
     for _ in range(MAX_ROUNDS):
@@ -124,8 +132,11 @@ def sample_batches(
         done = torch.cat(accepted)
         todo = todo[~torch.isin(todo, done)]
         z[todo] = fam.sample_z(len(todo), torch.device("cpu"), gen)
-    if len(todo):  # unreachable while limit > 1 (each round keeps about half or more)
-        raise RuntimeError(f"Jacobian truncation accepted too few draws after {MAX_ROUNDS} rounds")
+    if len(todo):  # each round keeps about half the draws or more while limit > 1
+        raise GanforgeError(
+            f"Jacobian truncation: {len(todo)} of {n} draws still rejected after {MAX_ROUNDS} rounds "
+            "(NaN/inf outputs?); sample without it (jacobian_limit 0)"
+        )
     assert out is not None
     for i in range(0, n, batch_size):
         yield out[i : i + batch_size], None if labels is None else labels[i : i + batch_size]
