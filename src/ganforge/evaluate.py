@@ -525,6 +525,13 @@ def format_result(result: dict[str, Any]) -> str:
     lines = [
         f"run        {result.get('run', '')}  (step {result['step']})",
         f"compared   {result['n']} samples with {result['n_real']} of {result['data']!r}, seed {result['seed']}",
+        *(
+            [
+                f"sampling   Jacobian truncation at {result['jacobian_limit']:g} x the median norm (--jacobian-limit 0: raw samples)"
+            ]
+            if result.get("jacobian_limit")
+            else []
+        ),
         f"features   {how}",
         "",
     ]
