@@ -45,7 +45,8 @@ RESUMABLE_CHANGES = {
     "net.truncation_psi",  # sampling only (stylegan): training never truncates
 }
 RESUMABLE_SECTIONS = {"monitor", "eval", "sample"}  # watching, measuring or sampling does not change training
-SECTIONS = {"data", "loss", "train", "stab", "eval", "monitor", "sample", "net"}  # the Config fields that are mappings
+# The Config fields that are mappings.
+SECTIONS = {"data", "loss", "train", "stab", "eval", "monitor", "sample", "net"}
 
 
 def default_model(spec: DataSpec) -> str:
@@ -174,10 +175,6 @@ class GAN:
                 raise ConfigError(f"labels must be {n} class indices in [0, {self.spec.n_classes})")
         elif labels is not None:
             raise ConfigError(f"model {self.cfg.model!r} is unconditional: it takes no labels")
-        if jacobian_limit is None:
-            jacobian_limit = self.cfg.sample.jacobian_limit
-        elif jacobian_limit and not jacobian_limit > 1.0:
-            raise ConfigError(f"jacobian_limit must be 0 (off) or above 1, got {jacobian_limit}")
         with truncated(fam, truncation):
             batches = sample_batches(self.trainer, n, seed, batch_size, y, jacobian_limit)
             x = torch.cat([xb for xb, _ in batches])

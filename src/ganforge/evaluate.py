@@ -275,8 +275,7 @@ def fake_batches(
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """(samples in data space, labels or None) batch by batch: the same samples as GAN.sample(n, seed)."""
     y = torch.arange(n) % trainer.spec.n_classes if trainer.family.conditional else None
-    limit = trainer.cfg.sample.jacobian_limit
-    for xb, yb in sample_batches(trainer, n, seed, batch_size, y, limit):
+    for xb, yb in sample_batches(trainer, n, seed, batch_size, y):
         yield to_data_space(xb, trainer.spec.kind), yb
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from ..config import SampleConfig
 from ..errors import GanforgeError
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def jacobian_norm(
     Gaussian directions drawn with `generator`. `fn` must map rows independently (eval mode)."""
     n, dim = z.shape
     if dim <= EXACT_MAX_DIM:
-        directions = [torch.eye(dim, dtype=z.dtype, device=z.device)[i].expand(n, dim) for i in range(dim)]
+        directions = [axis.expand(n, dim) for axis in torch.eye(dim, dtype=z.dtype, device=z.device)]
     else:  # drawn on the CPU, where the generator lives, then moved
         directions = [
             torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device) for _ in range(PROBES)
@@ -94,13 +95,18 @@ def sample_batches(
     seed: int,
     batch_size: int,
     labels: Tensor | None = None,
-    jacobian_limit: float = 0.0,
+    jacobian_limit: float | None = None,
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """(samples, labels or None) in batches, as the generator makes them ([-1, 1] for images).
 
     z for all n samples is drawn at once from `seed` (noise is small), so a seed gives the same
-    samples whatever the batch size. With `jacobian_limit` > 0, draws steeper than the JBTS
-    threshold are replaced by fresh draws from the same stream (same labels), until all n pass."""
+    samples whatever the batch size. With `jacobian_limit` > 0 (None: the run's
+    `sample.jacobian_limit`), draws steeper than the JBTS threshold are replaced by fresh draws
+    from the same stream (same labels), until all n pass."""
+    if jacobian_limit is None:
+        jacobian_limit = trainer.cfg.sample.jacobian_limit
+    else:
+        SampleConfig(jacobian_limit=jacobian_limit).validate()
     fam = trainer.family
     gen = torch.Generator().manual_seed(seed)
     z = fam.sample_z(n, torch.device("cpu"), gen)  # (n, z_dim)
@@ -120,7 +126,7 @@ def sample_batches(
     for _ in range(MAX_ROUNDS):
         if not len(todo):
             break
-        accepted = []
+        rejected = []
         for idx in todo.split(batch_size):
             with torch.no_grad():
                 x, norm = steep(trainer, z[idx], None if labels is None else labels[idx], gen)
@@ -128,9 +134,8 @@ def sample_batches(
                 out = x.new_empty((n, *x.shape[1:]))
             ok = norm <= tau
             out[idx[ok]] = x[ok]
-            accepted.append(idx[ok])
-        done = torch.cat(accepted)
-        todo = todo[~torch.isin(todo, done)]
+            rejected.append(idx[~ok])
+        todo = torch.cat(rejected)
         z[todo] = fam.sample_z(len(todo), torch.device("cpu"), gen)
     if len(todo):  # each round keeps about half the draws or more while limit > 1
         raise GanforgeError(
