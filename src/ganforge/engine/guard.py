@@ -74,7 +74,8 @@ class Guard:
 
     def step(self, opt: torch.optim.Optimizer, loss: Tensor, grad_norm: Tensor) -> Tensor:
         """`opt.step()` unless `loss` or `grad_norm` is NaN/inf; returns 1.0 if skipped, else 0.0."""
-        bad = (~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))).float()
+        total = loss.detach().float() + grad_norm.float()  # non-finite iff either is (or both overflow)
+        bad = (total - total).ne(0).float()  # x - x is 0 for finite x, NaN otherwise: 3 ops, not 12
         if getattr(opt, "_step_supports_amp_scaling", False) and opt.defaults.get("fused"):
             opt.found_inf = bad  # type: ignore[attr-defined]  # fused kernels skip on the device
             try:
