@@ -246,6 +246,48 @@ def test_closed_form_penalty_is_float32_under_bf16_autocast():
         torch.testing.assert_close(ours, ref)
 
 
+def spy_on_steps(model: TabularGAN, steps: int) -> dict[str, list]:
+    """Train `steps` more steps, recording G's forward batch sizes, the rows each G pass made, what
+    each D phase judged and the conditional vectors cached after each step."""
+    tr = model.trainer
+    fam = tr.family
+    seen: dict[str, list] = {"g_calls": [], "g_rows": [], "d_inputs": [], "cached_c": []}
+    hook = tr.G.register_forward_hook(lambda m, i, o: seen["g_calls"].append(i[0].shape[0]))
+    activate, d_inputs = fam.layout.activate, fam.d_inputs
+
+    def spy_activate(raw, tau, gen):
+        out = activate(raw, tau, gen)
+        seen["g_rows"].append(out.detach())
+        return out
+
+    def spy_d_inputs(G, batch, gen):
+        seen["d_inputs"].append(d_inputs(G, batch, gen))
+        return seen["d_inputs"][-1]
+
+    fam.layout.activate, fam.d_inputs = spy_activate, spy_d_inputs
+    for _ in range(steps):
+        tr.train_step()
+        seen["cached_c"].append(fam.cached_fakes.get("c"))
+    hook.remove()
+    return seen
+
+
+def test_reuse_fakes_trains_the_critic_on_the_last_g_phase_rows_with_their_condition():
+    """reuse_fakes=True: G runs once per step after the first, and each D phase judges exactly the
+    rows (and conditional vectors) the previous G phase made; off (the default), G runs twice."""
+    df = mixed()
+    plain = spy_on_steps(tiny(steps=1).fit(df), 3)
+    model = tiny(reuse_fakes=True, steps=1).fit(df)
+    reuse = spy_on_steps(model, 3)
+    assert len(plain["g_calls"]) == 6 and len(reuse["g_calls"]) == 3
+    width, cond_dim = reuse["g_rows"][0].shape[1], model.trainer.family.layout.cond_dim
+    assert cond_dim > 0
+    for step in (1, 2):  # steps 2 and 3 judge the rows of steps 1 and 2, their c included
+        fake_in = reuse["d_inputs"][step][1]
+        torch.testing.assert_close(fake_in[:, :width], reuse["g_rows"][step - 1])
+        torch.testing.assert_close(fake_in[:, width:], reuse["cached_c"][step - 1])
+
+
 def test_bf16_fit_samples_and_fp16_is_refused_on_cpu():
     df = mixed()
     synth = tiny(amp="bf16").fit(df).sample(50, seed=0)

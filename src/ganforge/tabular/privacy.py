@@ -42,10 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..families.tabular import critic_layers, dropout_masks
+from ..families.tabular import critic_layers, dropout_masks, leaky_gate
 from ..nn import Discriminator
 
 # A unit's gradient of one parameter: dense (m, *shape), or factored (A (m, K, out), B (m, K, in))
@@ -67,9 +68,8 @@ def critic_pass(D: Discriminator, x: Tensor) -> tuple[Tensor, list[Tensor], list
     for (_, lin), m in zip(layers, masks):
         inputs.append(h)
         a = torch.addmm(lin.bias, h, lin.weight.t())
-        positive = a > 0
-        gates.append(torch.where(positive, m, m * slope))
-        h = torch.where(positive, a, a * slope) * m
+        gates.append(leaky_gate(m, a, slope))
+        h = F.leaky_relu(a, slope) * m
     inputs.append(h)
     out = (h @ D.head.weight.t() + D.head.bias).squeeze(1)
     signals = [D.head.weight * gates[-1]] if layers else []
