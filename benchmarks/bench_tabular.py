@@ -123,11 +123,11 @@ def fit_ctgan(
 
 
 def fit_ganforge(
-    train: pd.DataFrame, epochs: int, seed: int, dp_epsilon: float | None = None, amp: str = "off"
+    train: pd.DataFrame, epochs: int, seed: int, dp_epsilon: float | None = None, **options: Any
 ) -> tuple[Any, dict[str, float]]:
     from ganforge.tabular import TabularGAN
 
-    model = TabularGAN(epochs=epochs, batch_size=500, pac=10, seed=seed, dp_epsilon=dp_epsilon, amp=amp)
+    model = TabularGAN(epochs=epochs, batch_size=500, pac=10, seed=seed, dp_epsilon=dp_epsilon, **options)
     with Timed() as t:
         model.fit(train)
     timing = {
@@ -160,40 +160,85 @@ def scores(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_table(
-    name: str, epochs: int, seed: int, order: list[str], dp_epsilons: list[float]
+VARIANTS = {  # extra ganforge rows (--extra): TabularGAN keyword arguments on top of the defaults
+    "bf16": {"amp": "bf16"},
+    "no-reuse": {"reuse_fakes": False},
+}
+
+
+def fit_and_score(
+    which: str, train: pd.DataFrame, hold: pd.DataFrame, schema: Any, table: str, epochs: int, seed: int
 ) -> dict[str, Any]:
-    from ganforge.tabular import infer_schema
     from ganforge.tabular.report import evaluate
+
+    torch.manual_seed(seed)
+    if which == "ctgan":
+        discrete = [c.name for c in schema.columns if c.kind in ("categorical", "boolean")]
+        model, timing = fit_ctgan(train, discrete, epochs, seed)
+        synth = model.sample(len(train))
+    else:
+        extra = VARIANTS[which.split("+", 1)[1]] if "+" in which else {}
+        model, timing = fit_ganforge(train, epochs, seed, **extra)
+        synth = model.sample(len(train), seed=seed)
+    report = evaluate(train, synth, holdout=hold, target=TARGETS[table], schema=schema, seed=seed)
+    return {**timing, **scores(report)}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=float)
+    return {
+        "median": float(np.median(a)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+    }
+
+
+def run_table(
+    name: str, epochs: int, seed: int, models: list[str], repeats: int, dp_epsilons: list[float]
+) -> dict[str, Any]:
+    """`repeats` rounds on one split; round r fits every model with seed + r, in an order that
+    alternates (ctgan first, then ganforge first, ...) so that a machine's drift in speed
+    during the run falls on both tools alike. Speed-ups are per round (ctgan / ganforge)."""
+    from ganforge.tabular import infer_schema
 
     df = load_table(name)
     train, hold = split(df, seed)
     schema = infer_schema(train)
     discrete = [c.name for c in schema.columns if c.kind in ("categorical", "boolean")]
     out: dict[str, Any] = {"rows": len(df), "train_rows": len(train), "epochs": epochs, "discrete": discrete}
-    for which in order:
-        torch.manual_seed(seed)
-        if which == "ctgan":
-            model, timing = fit_ctgan(train, discrete, epochs, seed)
-            synth = model.sample(len(train))
-        else:
-            model, timing = fit_ganforge(
-                train, epochs, seed, amp="bf16" if which == "ganforge+bf16" else "off"
+    rounds: list[dict[str, Any]] = []
+    for r in range(repeats):
+        order = models if r % 2 == 0 else [models[1], models[0], *models[2:]]
+        row: dict[str, Any] = {"seed": seed + r, "order": order}
+        for which in order:
+            row[which] = fit_and_score(which, train, hold, schema, name, epochs, seed + r)
+            print(
+                f"  {name:10s} round {r} {which:18s} fit {row[which]['fit_seconds']:7.1f} s"
+                f"  fidelity {row[which]['fidelity']:.3f}",
+                flush=True,
             )
-            synth = model.sample(len(train), seed=seed)
-        report = evaluate(train, synth, holdout=hold, target=TARGETS[name], schema=schema, seed=seed)
-        out[which] = {**timing, **scores(report)}
-        print(
-            f"  {name:10s} {which:9s} fit {timing['fit_seconds']:7.1f} s  fidelity {out[which]['fidelity']:.3f}",
-            flush=True,
-        )
-    out["speedup"] = out["ctgan"]["fit_seconds"] / out["ganforge"]["fit_seconds"]
-    out["speedup_cpu"] = out["ctgan"]["cpu_seconds"] / out["ganforge"]["cpu_seconds"]
-    if "ganforge+bf16" in out:
-        out["speedup_bf16"] = out["ctgan"]["fit_seconds"] / out["ganforge+bf16"]["fit_seconds"]
+        rounds.append(row)
+    out["rounds"] = rounds
+    out["summary"] = {
+        which: {
+            key: summary([row[which][key] for row in rounds])
+            for key in SUMMARY_KEYS
+            if all(isinstance(row[which].get(key), (int, float)) for row in rounds)
+        }
+        for which in models
+    }
+    out["speedup"] = {
+        which: summary([row["ctgan"]["fit_seconds"] / row[which]["fit_seconds"] for row in rounds])
+        for which in models
+        if which != "ctgan"
+    }
     for eps in dp_epsilons:
         torch.manual_seed(seed)
         model, timing = fit_ganforge(train, epochs, seed, dp_epsilon=eps)
+        from ganforge.tabular.report import evaluate
+
         report = evaluate(train, model.sample(len(train), seed=seed), hold, TARGETS[name], schema, seed)
         out.setdefault("ganforge_dp", {})[f"{eps:g}"] = {**timing, **scores(report)}
         print(
@@ -202,6 +247,19 @@ def run_table(
             flush=True,
         )
     return out
+
+
+SUMMARY_KEYS = [
+    "fit_seconds",
+    "transform_seconds",
+    "fidelity",
+    "column_shapes",
+    "pair_trends",
+    "utility_ratio",
+    "exact_copies",
+    "mia_auc",
+    "load_1m",
+]
 
 
 def versions() -> dict[str, str]:
@@ -227,9 +285,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override the recorded epochs for every table")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both (default 2)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ganforge-first", action="store_true", help="fit ganforge before ctgan")
     ap.add_argument(
-        "--bf16", action="store_true", help="also fit ganforge with amp='bf16' (row ganforge+bf16)"
+        "--repeats", type=int, default=3, help="rounds per table, in alternating order (default 3)"
+    )
+    ap.add_argument(
+        "--extra", default="", help=f"extra ganforge rows, comma-separated from {', '.join(VARIANTS)}"
     )
     ap.add_argument(
         "--dp-epsilons", default="1,10", help="private ganforge fits per table (comma-separated; '' for none)"
@@ -238,17 +298,24 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
-    order = ["ganforge", "ctgan"] if args.ganforge_first else ["ctgan", "ganforge"]
-    if args.bf16:
-        order.append("ganforge+bf16")
+    extra = [e for e in args.extra.split(",") if e]
+    unknown = [e for e in extra if e not in VARIANTS]
+    if unknown or args.repeats < 1:
+        raise SystemExit(
+            f"--extra takes {', '.join(VARIANTS)}; --repeats at least 1 (got {args.extra!r}, {args.repeats})"
+        )
+    models = ["ctgan", "ganforge", *(f"ganforge+{e}" for e in extra)]
     dp_epsilons = [float(e) for e in args.dp_epsilons.split(",") if e]
     load_start = os.getloadavg()[0]
     results = {}
     for name in args.tables.split(","):
-        results[name] = run_table(name, args.epochs or EPOCHS[name], args.seed, order, dp_epsilons)
+        results[name] = run_table(
+            name, args.epochs or EPOCHS[name], args.seed, models, args.repeats, dp_epsilons
+        )
     record = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "benchmark": "tabular_vs_ctgan",
+        "format": 2,  # rounds + summary; earlier lines hold one fit per model
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
@@ -258,12 +325,17 @@ def main() -> None:
             "loadavg_1m_end": os.getloadavg()[0],
         },
         "versions": versions(),
-        "config": {"batch_size": 500, "pac": 10, "seed": args.seed, "order": order},
+        "config": {
+            "batch_size": 500,
+            "pac": 10,
+            "seed": args.seed,
+            "repeats": args.repeats,
+            "models": models,
+        },
         "tables": results,
     }
     keys = [
         "fit_seconds",
-        "transform_seconds",
         "fidelity",
         "column_shapes",
         "pair_trends",
@@ -271,27 +343,30 @@ def main() -> None:
         "exact_copies",
         "mia_auc",
     ]
-    print(f"\n{'table':10s} {'model':13s} " + " ".join(f"{k[:13]:>13s}" for k in keys))
+    print(
+        f"\n{'table':10s} {'model':18s} "
+        + " ".join(f"{k[:13]:>15s}" for k in keys)
+        + "   (median over rounds, [min, max])"
+    )
     for name, r in results.items():
-        for which in ("ctgan", "ganforge", "ganforge+bf16"):
-            if which not in r:
-                continue
-            vals = [r[which].get(k) for k in keys]
-            print(
-                f"{name:10s} {which:13s} "
-                + " ".join(f"{v:13.3f}" if isinstance(v, float) else f"{v!s:>13s}" for v in vals)
-            )
+        for which in models:
+            cells = []
+            for k in keys:
+                v = r["summary"][which].get(k)
+                cells.append(f"{v['median']:7.3f} ±{v['sd']:6.3f}" if v else f"{'-':>15s}")
+            print(f"{name:10s} {which:18s} " + " ".join(cells))
         for eps, d in r.get("ganforge_dp", {}).items():
             vals = [d.get(k) for k in keys]
             print(
-                f"{name:10s} {'dp ' + eps:13s} "
-                + " ".join(f"{v:13.3f}" if isinstance(v, float) else f"{v!s:>13s}" for v in vals)
+                f"{name:10s} {'dp ' + eps:18s} "
+                + " ".join(f"{v:15.3f}" if isinstance(v, float) else f"{v!s:>15s}" for v in vals)
                 + f"   epsilon spent {d['dp']['epsilon']:.3f}"
             )
-        print(
-            f"{name:10s} speed-up (wall) {r['speedup']:.2f}x, (cpu) {r['speedup_cpu']:.2f}x at {r['epochs']} epochs"
-            + (f"; with bf16 {r['speedup_bf16']:.2f}x" if "speedup_bf16" in r else "")
-        )
+        for which, sp in r["speedup"].items():
+            print(
+                f"{name:10s} {which} speed-up over ctgan (wall, per round): median {sp['median']:.2f}x "
+                f"[{sp['min']:.2f}, {sp['max']:.2f}] over {args.repeats} rounds at {r['epochs']} epochs"
+            )
     if not args.no_record:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         with RESULTS.open("a", encoding="utf-8") as fh:
