@@ -162,7 +162,7 @@ def scores(report: dict[str, Any]) -> dict[str, Any]:
 
 VARIANTS = {  # extra ganforge rows (--extra): TabularGAN keyword arguments on top of the defaults
     "bf16": {"amp": "bf16"},
-    "no-reuse": {"reuse_fakes": False},
+    "reuse": {"reuse_fakes": True},
 }
 
 
