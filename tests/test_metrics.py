@@ -20,6 +20,7 @@ from ganforge.metrics import (
     kernel_inception_distance,
     mmd2_unbiased,
     prdc,
+    trace_sqrt_product,
 )
 
 
@@ -89,6 +90,37 @@ def test_fid_matches_pytorch_fid_formula():
     mu2, sigma2 = y.mean(0), np.cov(y, rowvar=False)
     ours = frechet_distance(mu1, sigma1, mu2, sigma2)
     assert ours == pytest.approx(pytorch_fid_reference(mu1, sigma1, mu2, sigma2), rel=1e-6)
+
+
+def test_fid_takes_tensors_numpy_cannot_read():
+    # CUDA statistics once failed in `.numpy()`; on a CPU, tensors that require grad (float32 and
+    # float64) fail there the same way and go through the same conversion to CPU float64.
+    rng = np.random.default_rng(1)
+    d = 12
+    x32 = (rng.standard_normal((400, d)) @ rng.standard_normal((d, d))).astype(np.float32)
+    y32 = (rng.standard_normal((400, d)) + 0.5).astype(np.float32)
+    x, y = x32.astype(np.float64), y32.astype(np.float64)  # the exact values the tensors hold
+    stats = [x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)]
+    expected = frechet_distance(*stats)  # NumPy float64 inputs
+    as_grad64 = [torch.tensor(v, requires_grad=True) for v in stats]
+    assert frechet_distance(*as_grad64) == expected
+    assert trace_sqrt_product(as_grad64[1], as_grad64[3]) == trace_sqrt_product(stats[1], stats[3])
+    x_grad = torch.tensor(x32, requires_grad=True)  # float32, as Inception features come
+    assert fid_from_features(x_grad, torch.from_numpy(y32)) == fid_from_features(x, y)
+    mu1, sigma1 = feature_statistics(x_grad)
+    assert frechet_distance(mu1, sigma1, *feature_statistics(y32)) == fid_from_features(x, y)
+    assert x_grad.grad is None  # nothing was differentiated, and the inputs are untouched
+    assert torch.equal(x_grad.detach(), torch.from_numpy(x32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fid_takes_cuda_features():
+    x = torch.randn(1000, 32, generator=_gen(0))
+    y = torch.randn(1000, 32, generator=_gen(1)) * 1.2 + 0.1
+    expected = fid_from_features(x, y)
+    assert fid_from_features(x.cuda(), y.cuda()) == pytest.approx(expected, rel=1e-9)
+    stats = [t.cuda() for t in (*feature_statistics(x), *feature_statistics(y))]
+    assert frechet_distance(*stats) == pytest.approx(expected, rel=1e-9)
 
 
 def test_fid_rejects_mismatched_shapes():

@@ -39,6 +39,14 @@ def _f64(x: ArrayLike) -> Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
+def _host_f64(x: ArrayLike) -> Tensor:
+    """x as a float64 CPU tensor outside autograd: the distance's factorisation and eigenvalues go
+    through NumPy / SciPy, which take neither device (CUDA) tensors nor ones that require grad."""
+    if isinstance(x, Tensor):
+        return x.detach().to(device="cpu", dtype=torch.float64)
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
 def _psd_factor(sigma: Tensor) -> tuple[Tensor, bool]:
     """(F, lower) with F F^T = sigma: the Cholesky factor (lower triangular) when sigma is positive
     definite, else V diag(sqrt(w)) from eigh with tiny negative eigenvalues clamped to 0."""
@@ -61,8 +69,9 @@ def _congruence(F: Tensor, S: Tensor, lower: bool) -> np.ndarray:
 
 def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
     """tr((S1 S2)^{1/2}) for PSD S1, S2 as sum sqrt(eig(F^T S2 F)), S1 = F F^T (module docstring).
-    The eigenvalues come from LAPACK's symmetric solver reading the lower triangle only."""
-    s1, s2 = _f64(sigma1), _f64(sigma2)
+    The eigenvalues come from LAPACK's symmetric solver reading the lower triangle only. Tensors on
+    any device, of any float dtype, are copied to the CPU in float64 first."""
+    s1, s2 = _host_f64(sigma1), _host_f64(sigma2)
     if not (torch.isfinite(s1).all() and torch.isfinite(s2).all()):
         raise ValueError("covariances contain NaN or inf")
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2  # factor and product read one triangle; make both agree
@@ -77,8 +86,11 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
 
     d² = |mu1 - mu2|² + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2}), in float64, without `sqrtm`
     (module docstring). Identical inputs give 0 up to rounding (possibly -1e-12, not clamped).
+    Inputs may be NumPy arrays or tensors on any device (e.g. CUDA statistics from
+    `feature_statistics`), of any float dtype, requiring grad or not: all are computed on the CPU in
+    float64, so the value does not depend on where the statistics were accumulated.
     """
-    m1, m2, s1, s2 = _f64(mu1), _f64(mu2), _f64(sigma1), _f64(sigma2)
+    m1, m2, s1, s2 = _host_f64(mu1), _host_f64(mu2), _host_f64(sigma1), _host_f64(sigma2)
     if m1.ndim != 1 or m1.shape != m2.shape:
         raise ValueError(f"means must be 1-D of equal length, got {tuple(m1.shape)} and {tuple(m2.shape)}")
     d = m1.shape[0]
@@ -152,7 +164,8 @@ def feature_statistics(features: ArrayLike) -> tuple[Tensor, Tensor]:
 
 
 def fid_from_features(real: ArrayLike, fake: ArrayLike) -> float:
-    """FID between two (N, D) feature sets (e.g. Inception pool3 features, D = 2048)."""
+    """FID between two (N, D) feature sets (e.g. Inception pool3 features, D = 2048). The statistics
+    accumulate on the features' device (in float64); the distance is computed on the CPU."""
     mu1, sigma1 = feature_statistics(real)
     mu2, sigma2 = feature_statistics(fake)
     return frechet_distance(mu1, sigma1, mu2, sigma2)
