@@ -166,10 +166,15 @@ class Trainer:
         return to_memory_format(batch, self.channels_last)
 
     def phase_loss(
-        self, loss_fn: Callable[..., tuple[Tensor, dict[str, Tensor]]], batch: dict[str, Tensor]
+        self,
+        loss_fn: Callable[..., tuple[Tensor, dict[str, Tensor]]],
+        batch: dict[str, Tensor],
+        regulariser: bool = False,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """A family's loss under the precision policy; noise drawn for the global batch when sharded."""
-        with self.precision.autocast(), self.dist.sharded_draws(self.noise):
+        """A family's loss under the precision policy (the regulariser's, for the lazy R1/R2 phase);
+        noise drawn for the global batch when sharded."""
+        amp = self.precision.regulariser_autocast() if regulariser else self.precision.autocast()
+        with amp, self.dist.sharded_draws(self.noise):
             return loss_fn(self.G, self.D, batch, self.noise)
 
     def train_step(self) -> dict[str, Tensor]:
@@ -206,12 +211,13 @@ class Trainer:
         # Lazy regularisation phase (R1/R2 every `reg_every` steps, scaled by it: Karras et al. 2020).
         stab = self.cfg.stab
         if (stab.r1_gamma or stab.r2_gamma) and self.step % stab.reg_every == 0:
-            reg_loss, reg_stats = self.phase_loss(family.d_reg_loss, batch)
+            reg_loss, reg_stats = self.phase_loss(family.d_reg_loss, batch, regulariser=True)
+            scaled = amp.dtype != torch.float16  # under fp16 this phase runs in float32, unscaled
             self.opt_D.zero_grad(set_to_none=True)
-            amp.backward(reg_loss * stab.reg_every, self.opt_D)
+            amp.backward(reg_loss * stab.reg_every, self.opt_D, scaled=scaled)
             reg_loss = self.dist.sync_grads(D, reg_loss)
             skipped += self.guard.step(self.opt_D, reg_loss, grad_norm(self.d_params))
-            amp.update()
+            amp.update(scaled=scaled)
             stats.update(reg_stats)
 
         # G phase: gradients flow through D to G, but only G is updated.
