@@ -85,8 +85,9 @@ def ema_update(
     `params` = (ema's, model's) parameter lists, when the caller keeps them (a per-step saving)."""
     ema_params, model_params = params or (list(ema.parameters()), list(model.parameters()))
     torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+    ema_buffers, buffers = list(ema.buffers()), list(model.buffers())
+    if buffers:
+        torch._foreach_copy_(ema_buffers, buffers)  # one kernel, not one per buffer
 
 
 class Trainer:
@@ -205,8 +206,11 @@ class Trainer:
                 with torch.no_grad():
                     torch._foreach_clamp_min_(self.d_params, -self.cfg.loss.clip)
                     torch._foreach_clamp_max_(self.d_params, self.cfg.loss.clip)
-            for key, value in d_stats.items():
-                stats[key] = stats.get(key, 0.0) + value / t.n_dis
+            if t.n_dis == 1:
+                stats.update(d_stats)
+            else:
+                for key, value in d_stats.items():
+                    stats[key] = stats.get(key, 0.0) + value / t.n_dis
 
         # Lazy regularisation phase (R1/R2 every `reg_every` steps, scaled by it: Karras et al. 2020).
         stab = self.cfg.stab
