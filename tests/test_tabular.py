@@ -108,6 +108,47 @@ def test_every_column_kind_round_trips():
     assert back["code"].str.fullmatch(r"K\d{5}").all()
 
 
+def test_point_masses_of_a_numeric_column_are_exact_modes():
+    """A zero-inflated, capped amount: the zeros (60 % of rows) and the cap (15 %) get modes of
+    their own and decode exactly; the spread values still round-trip through the mixture. A heavy
+    value inside the range, an end short of ATOM_SHARE, or a column with too few other values gets
+    no atom."""
+    from ganforge.tabular.transformer import ATOM_SHARE, find_atoms
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    amount = np.where(rng.random(n) < 0.6, 0.0, np.round(np.minimum(rng.lognormal(3, 1, n), 998.0), 2))
+    amount[:150] = 999.0  # a cap: a second point mass (15 %), at the maximum
+    amount[150:160] = np.nan
+    df = pd.DataFrame({"amount": amount, "other": rng.normal(size=n)})
+    tr = TableTransformer(infer_schema(df)).fit(df)
+    codec = tr.codecs[0]
+    assert codec.encoding == "modes" and codec.atoms == [0.0, 999.0]
+    assert codec.spans == ["tanh:1", f"softmax:{len(codec.means) + 2 + 1}"]  # modes, atoms, null
+    back = tr.inverse(tr.transform(df))["amount"].to_numpy()
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(amount))
+    np.testing.assert_allclose(back[~np.isnan(back)], amount[~np.isnan(amount)], rtol=1e-5, atol=1e-9)
+    assert (back == 0.0).sum() == (amount == 0.0).sum()  # exactly, not 1e-4-ish
+    # G's raw choice of an atom slot decodes to the atom whatever its alpha
+    x = tr.transform(df)
+    k = len(codec.means)
+    x[:, 0], x[:, 1:] = 0.7, 0.0
+    x[:, 1 + k] = 1.0
+    assert (tr.inverse(x)["amount"] == 0.0).all()
+    # thresholds and edge cases
+    light = np.r_[np.zeros(int(ATOM_SHARE * 1000) - 1), rng.normal(size=1000 - int(ATOM_SHARE * 1000) + 1)]
+    assert find_atoms(light) == []
+    assert find_atoms(np.r_[np.zeros(50), np.full(50, 2.0), np.ones(5)]) == []  # one other value left
+    inside = np.r_[np.full(300, 56.0), rng.uniform(50, 70, 700)]  # 30 % at 56, inside the range
+    assert find_atoms(inside) == []
+    # a saved transformer (JSON) keeps its atoms; one saved before atoms existed loads without
+    again = TableTransformer.from_dict(json.loads(json.dumps(tr.to_dict())))
+    np.testing.assert_array_equal(again.transform(df), tr.transform(df))
+    old = tr.to_dict()
+    old["codecs"][0].pop("atoms")
+    assert TableTransformer.from_dict(old).codecs[0].atoms is None
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_mixture_matches_scikit_learns_variational_mixture():
     from scipy.stats import norm

@@ -7,6 +7,13 @@ one-hot beta of a mode k drawn from its posterior, and the scalar alpha = (c - m
 clipped to [-0.99, 0.99]. A discrete value is a one-hot vector. A missing value is one more
 mode (alpha = 0) or one more category, so missingness is learned, not dropped.
 
+One addition to CTGAN: a numeric column's minimum or maximum that at least 10 % of its rows take
+exactly (the zeros of a zero-inflated amount, a cap) is an exact mode of its own ("atom",
+alpha = 0), and the mixture is fitted to the other values. A mixture spreads such a mass over a
+band, so CTGAN's samples almost never hit the value itself. On `fair`, whose `affairs` is 0 in
+68 % of rows: fidelity 0.776 / 0.843 / 0.843 -> 0.855 / 0.847 / 0.819 on seeds 0-2 (mean +0.019),
+utility 0.83 -> 0.88 (mean), and the zeros come back exactly.
+
 Everything is vectorised over rows (numpy); the per-row Python loops of the reference
 implementation are replaced by inverse-CDF sampling. The fitted state is plain JSON.
 
@@ -36,6 +43,7 @@ WEIGHT_PRIOR = 1e-3  # Dirichlet-process weight_concentration_prior
 WEIGHT_THRESHOLD = 5e-3  # modes lighter than this are dropped
 STD_MULTIPLIER = 4.0  # alpha = (c - mu) / (4 sigma)
 WIDE_CATEGORIES = 200  # warn above this many categories in one column
+ATOM_SHARE = 0.1  # a column's min or max held by at least this share of its rows is an exact mode
 
 
 class TabularWarning(UserWarning):
@@ -52,6 +60,7 @@ class Codec:
     means: list[float] | None = None  # modes: mixture means
     stds: list[float] | None = None  # modes: mixture standard deviations
     weights: list[float] | None = None  # modes: mixture weights (for the posterior)
+    atoms: list[float] | None = None  # modes: the min/max when >= ATOM_SHARE of the rows take it exactly
     categories: list[Any] | None = None  # onehot: the values, in slot order
     counts: list[int] | None = None  # onehot: training frequency of each slot (incl. the null slot)
     value: Any = None  # constant: the one value (id: the first numeric key)
@@ -62,7 +71,7 @@ class Codec:
     def spans(self) -> list[str]:
         extra = int(self.null)
         if self.encoding == "modes":
-            return ["tanh:1", f"softmax:{len(self.means or []) + extra}"]
+            return ["tanh:1", f"softmax:{len(self.means or []) + len(self.atoms or []) + extra}"]
         if self.encoding == "onehot":
             return [f"softmax:{len(self.categories or []) + extra}"]
         if self.encoding == "constant" and self.null:
@@ -203,10 +212,26 @@ def fit_codec(col: ColumnSchema, s: pd.Series, rng: np.random.Generator, max_fit
     if len(np.unique(finite)) <= 1:
         value = to_json(finite[0]) if len(finite) else None
         return Codec(col.name, "constant", null=null and len(finite) > 0, value=value)
-    if len(finite) > max_fit_rows:
-        finite = rng.choice(finite, max_fit_rows, replace=False)
-    means, stds, weights = fit_modes(finite, int(rng.integers(2**31)))
-    return Codec(col.name, "modes", null=null, means=means, stds=stds, weights=weights)
+    atoms = find_atoms(finite)
+    rest = finite[~np.isin(finite, atoms)]
+    if len(rest) > max_fit_rows:
+        rest = rng.choice(rest, max_fit_rows, replace=False)
+    means, stds, weights = fit_modes(rest, int(rng.integers(2**31)))
+    return Codec(col.name, "modes", null=null, means=means, stds=stds, weights=weights, atoms=atoms or None)
+
+
+def find_atoms(values: np.ndarray) -> list[float]:
+    """Point masses at the ends of a numeric column: its minimum and/or maximum when at least
+    ATOM_SHARE of its rows take that value exactly — the zeros of a zero-inflated amount, a cap.
+    A mixture of Gaussians spreads such a mass over a band; as modes of their own they come back
+    exactly. Heavy values inside the range (a quasi-discrete column such as diamonds' `table`,
+    18 % at 56) stay with the mixture: made exact, they cost fidelity there (0.878 -> 0.870).
+    None when fewer than two other distinct values would be left for the mixture."""
+    uniq, counts = np.unique(values, return_counts=True)
+    ends = [i for i in {0, len(uniq) - 1} if counts[i] >= ATOM_SHARE * len(values)]
+    if len(uniq) - len(ends) < 2:
+        return []
+    return [float(uniq[i]) for i in sorted(ends)]
 
 
 def fit_modes(values: np.ndarray, seed: int) -> tuple[list[float], list[float], list[float]]:
@@ -270,7 +295,7 @@ def encode(c: Codec, col: ColumnSchema, s: pd.Series, rng: np.random.Generator) 
     values = numeric_values(col, s)
     missing = np.isnan(values)
     means, stds = np.asarray(c.means), np.asarray(c.stds)
-    k = len(means)
+    k, atoms = len(means), np.asarray(c.atoms or [], dtype=np.float64)
     v = np.where(missing, means[0], values)[:, None]  # (N, 1)
     # Posterior of each mode: w_k N(v; mu_k, sigma_k), in log space for stability.  (N, K)
     # Modes that would clip alpha (|v - mu_k| >= 0.99 * 4 sigma_k) are excluded when another
@@ -283,7 +308,12 @@ def encode(c: Codec, col: ColumnSchema, s: pd.Series, rng: np.random.Generator) 
     # One mode per row drawn from its posterior by inverse CDF (no per-row loop).
     mode = (post.cumsum(axis=1) < rng.random((len(v), 1))).sum(axis=1).clip(max=k - 1)
     alpha = ((v[:, 0] - means[mode]) / (STD_MULTIPLIER * stds[mode])).clip(-0.99, 0.99)
-    mode = np.where(missing, k, mode)
+    if len(atoms):  # slots k .. k + len(atoms) - 1: exact values, alpha 0
+        hit = values[:, None] == atoms[None, :]
+        on_atom = hit.any(axis=1)
+        mode = np.where(on_atom, k + hit.argmax(axis=1), mode)
+        alpha[on_atom] = 0.0
+    mode = np.where(missing, k + len(atoms), mode)
     alpha[missing] = 0.0
     out = np.zeros((n, c.width), dtype=np.float32)
     out[:, 0] = alpha
@@ -314,11 +344,14 @@ def decode(c: Codec, col: ColumnSchema, block: np.ndarray, n: int, id_start: int
         values[~valid] = None
         return values
     means, stds = np.asarray(c.means), np.asarray(c.stds)
-    k = len(means)
-    mode = block[:, 1:].argmax(axis=1)
-    missing = mode == k
-    mode = mode.clip(max=k - 1)
+    k, atoms = len(means), np.asarray(c.atoms or [], dtype=np.float64)
+    slot = block[:, 1:].argmax(axis=1)
+    missing = slot == k + len(atoms)
+    mode = slot.clip(max=k - 1)
     values = block[:, 0].clip(-1, 1) * STD_MULTIPLIER * stds[mode] + means[mode]
+    if len(atoms):
+        on_atom = (slot >= k) & ~missing
+        values[on_atom] = atoms[slot[on_atom] - k]
     values = values.astype(object if missing.any() else np.float64)
     values[missing] = None
     return finish_numeric(values, col)
