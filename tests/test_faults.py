@@ -346,7 +346,11 @@ def test_global_rngs_resume_exactly(tmp_path: Path, monkeypatch) -> None:
     real = Family.d_loss
 
     def d_loss(self, G, D, batch, gen):
-        jitter = 0.01 * torch.randn(batch["x"].shape, device=batch["x"].device) + 0.01 * np.random.randn() + 0.01 * random.random()
+        jitter = (
+            0.01 * torch.randn(batch["x"].shape, device=batch["x"].device)
+            + 0.01 * np.random.randn()
+            + 0.01 * random.random()
+        )
         return real(self, G, D, {**batch, "x": batch["x"] + jitter.float()}, gen)
 
     monkeypatch.setattr(Family, "d_loss", d_loss)
@@ -481,3 +485,31 @@ def test_a_nan_state_is_never_saved(tmp_path, monkeypatch) -> None:
     assert gan.step == 6 and not nonfinite_keys(gan.trainer.state()[0])
     for path in (out / "checkpoints").glob("step_*.safetensors"):
         assert not nonfinite_keys(load_file(str(path)))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_guard_skips_exactly_the_non_finite_steps(fused) -> None:
+    """Guard.step steps the optimiser iff the loss and the gradient norm are both finite: NaN or
+    +-inf in either (and inf - inf) is skipped, large finite values are not; with the fused Adam
+    (found_inf on the device) and with the plain one (host check)."""
+    from ganforge.config import TrainConfig
+    from ganforge.engine.guard import Guard
+
+    inf, nan = float("inf"), float("nan")
+    cases = [
+        (1.0, 2.0, False),
+        (1e30, 1e30, False),
+        (nan, 1.0, True),
+        (1.0, nan, True),
+        (inf, 1.0, True),
+        (1.0, -inf, True),
+        (-inf, inf, True),
+    ]
+    guard = Guard(TrainConfig())
+    for loss, norm, bad in cases:
+        p = torch.nn.Parameter(torch.ones(3))
+        p.grad = torch.ones(3)
+        opt = torch.optim.Adam([p], lr=0.1, fused=fused)
+        skipped = guard.step(opt, torch.tensor(loss), torch.tensor(norm))
+        assert skipped.item() == float(bad), (loss, norm)
+        assert torch.equal(p.detach(), torch.ones(3)) == bad, (loss, norm)  # stepped iff finite
