@@ -15,8 +15,13 @@ Set up its environment once (ctgan pins its own pandas, so it lives apart from t
 
     python3 -m venv .venv-bench
     .venv-bench/bin/pip install 'torch==2.13.0' -r benchmarks/requirements-tabular.txt -e .
-    .venv-bench/bin/python benchmarks/bench_tabular.py                    # as recorded
-    .venv-bench/bin/python benchmarks/bench_tabular.py --tables fair --epochs 5   # quick look
+    .venv-bench/bin/python benchmarks/bench_tabular.py --extra bf16 --dp-epsilons ''   # as recorded (~20 min)
+    .venv-bench/bin/python benchmarks/bench_tabular.py --tables fair --epochs 5 --repeats 1   # quick look
+
+Each table runs `--repeats` rounds (default 3, seeds seed..seed+2) in alternating order, so that
+a machine whose speed drifts during the run slows both tools alike; speed-ups are per round
+(ctgan / ganforge) and summarised by their median, min and max. `--extra bf16,reuse` adds
+ganforge rows with `amp="bf16"` or `reuse_fakes=True`.
 
 Prints a table and appends one JSON line per run to benchmarks/results/tabular.jsonl. Times are
 wall-clock seconds of `fit` (ganforge: schema, transformer, training; ctgan: the same), with the
