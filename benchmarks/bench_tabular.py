@@ -339,15 +339,7 @@ def main() -> None:
         },
         "tables": results,
     }
-    keys = [
-        "fit_seconds",
-        "fidelity",
-        "column_shapes",
-        "pair_trends",
-        "utility_ratio",
-        "exact_copies",
-        "mia_auc",
-    ]
+    keys = [k for k in SUMMARY_KEYS if k not in ("transform_seconds", "load_1m")]
     print(
         f"\n{'table':10s} {'model':18s} "
         + " ".join(f"{k[:13]:>15s}" for k in keys)

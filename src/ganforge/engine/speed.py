@@ -120,6 +120,8 @@ class Precision:
         self.device_type = device.type
         self.dtype = AMP_DTYPES[amp]
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+        # fp16's lazy R1/R2 phase runs in float32 and unscaled (regulariser_autocast)
+        self.regulariser_scaled = self.scaler is None
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -135,7 +137,7 @@ class Precision:
         double backward through D overflows fp16 at any useful loss scale (on an H200, GradScaler
         skipped 11 of 170 DCGAN steps on R1 steps and the scale fell from 65536 to 16), and float32
         needs no scale at all (see :meth:`backward`)."""
-        if self.scaler is not None:
+        if not self.regulariser_scaled:
             with torch.autocast(self.device_type, enabled=False):
                 yield
         else:

@@ -216,12 +216,11 @@ class Trainer:
         stab = self.cfg.stab
         if (stab.r1_gamma or stab.r2_gamma) and self.step % stab.reg_every == 0:
             reg_loss, reg_stats = self.phase_loss(family.d_reg_loss, batch, regulariser=True)
-            scaled = amp.dtype != torch.float16  # under fp16 this phase runs in float32, unscaled
             self.opt_D.zero_grad(set_to_none=True)
-            amp.backward(reg_loss * stab.reg_every, self.opt_D, scaled=scaled)
+            amp.backward(reg_loss * stab.reg_every, self.opt_D, scaled=amp.regulariser_scaled)
             reg_loss = self.dist.sync_grads(D, reg_loss)
             skipped += self.guard.step(self.opt_D, reg_loss, grad_norm(self.d_params))
-            amp.update(scaled=scaled)
+            amp.update(scaled=amp.regulariser_scaled)
             stats.update(reg_stats)
 
         # G phase: gradients flow through D to G, but only G is updated.

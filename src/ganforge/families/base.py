@@ -158,16 +158,21 @@ class Family:
                 fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), batch.get("y"))
         return self.d_view(real, gen), self.d_view(fake, gen)
 
-    def cache_fakes(self, fake: Tensor) -> None:
-        """Keep the G phase's fakes (detached) for the next D phase when `reuse_fakes` is on."""
+    def cache_fakes(self, fake: Tensor, **extra: Tensor | None) -> None:
+        """Keep the G phase's fakes (detached) for the next D phase when `reuse_fakes` is on, with
+        whatever else describes them (`extra`, e.g. a conditional vector; None values are left out)."""
         if self.reuse_fakes:
-            self.cached_fakes = {"x": fake.detach()}
+            self.cached_fakes = {"x": fake.detach(), **{k: v for k, v in extra.items() if v is not None}}
+
+    def take_cached(self, n: int) -> dict[str, Tensor]:
+        """The cached fakes and their extras (used once), or {} when there are none of batch size n."""
+        cached, self.cached_fakes = self.cached_fakes, {}
+        x = cached.get("x")
+        return cached if x is not None and x.shape[0] == n else {}
 
     def take_cached_fakes(self, n: int) -> Tensor | None:
         """The cached fakes (used once), or None when there are none of batch size n."""
-        cached, self.cached_fakes = self.cached_fakes, {}
-        x = cached.get("x")
-        return x if x is not None and x.shape[0] == n else None
+        return self.take_cached(n).get("x")
 
     def d_loss(
         self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator

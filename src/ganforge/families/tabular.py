@@ -312,14 +312,13 @@ def critic_forward(
     layers, slope, p = critic_layers(D)
     if masks is None and p:
         masks = dropout_masks(packs.shape[0], [lin.out_features for _, lin in layers], p, packs)
-    h, a1 = packs, packs
+    h, pre = packs, []
     for i, (_, lin) in enumerate(layers):
-        a = F.linear(h, lin.weight, lin.bias)
-        a1 = a if i == 0 else a1
-        h = F.leaky_relu(a, slope)
+        pre.append(F.linear(h, lin.weight, lin.bias))
+        h = F.leaky_relu(pre[-1], slope)
         if masks is not None:
             h = h * masks[i].to(h.dtype)
-    return D.head(h).squeeze(1), a1
+    return D.head(h).squeeze(1), pre[0]
 
 
 def critic_gradient_penalty(
@@ -431,8 +430,8 @@ class Tabular(Family):
     def d_inputs(self, G: nn.Module, batch: dict[str, Tensor], gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """Real rows with their own conditional vector, generated rows with the one G was given."""
         real, c = batch["x"], batch.get("c")
-        cached, self.cached_fakes = self.cached_fakes, {}
-        if cached.get("x") is not None and cached["x"].shape[0] == real.shape[0]:
+        cached = self.take_cached(real.shape[0])
+        if cached:
             fake, c = cached["x"], cached.get("c")  # the last G phase's rows, with their c
         else:
             with torch.no_grad():
@@ -513,8 +512,7 @@ class Tabular(Family):
         c = batch.get("c")  # the last D phase's conditional vector, with a fresh z
         raw = self.raw(G, self.sample_z(batch["x"].shape[0], batch["x"].device, gen), c)
         fake = self.layout.activate(raw, self.net.tau, gen)
-        if self.reuse_fakes:
-            self.cached_fakes = {"x": fake.detach()} if c is None else {"x": fake.detach(), "c": c}
+        self.cache_fakes(fake, c=c)
         fake_in = self.d_view(self.with_cond(fake, c), gen)
         if self.plain_critic and self.net.d_dims:
             logits, _ = critic_forward(D, D.pack(fake_in))
