@@ -21,7 +21,10 @@ Set up its environment once (ctgan pins its own pandas, so it lives apart from t
 Each table runs `--repeats` rounds (default 3, seeds seed..seed+2) in alternating order, so that
 a machine whose speed drifts during the run slows both tools alike; speed-ups are per round
 (ctgan / ganforge) and summarised by their median, min and max. `--extra bf16,reuse` adds
-ganforge rows with `amp="bf16"` or `reuse_fakes=True`.
+ganforge rows with `amp="bf16"` or `reuse_fakes=True`. The row `ganforge:log` scores the plain
+ganforge fit once more, sampled with `cond_sampling="log"`: CTGAN's rule for drawing conditional
+vectors at sampling time (more rows of rare categories), next to ganforge's default (the data's
+frequencies).
 
 Prints a table and appends one JSON line per run to benchmarks/results/tabular.jsonl. Times are
 wall-clock seconds of `fit` (ganforge: schema, transformer, training; ctgan: the same), with the
@@ -173,20 +176,29 @@ VARIANTS = {  # extra ganforge rows (--extra): TabularGAN keyword arguments on t
 
 def fit_and_score(
     which: str, train: pd.DataFrame, hold: pd.DataFrame, schema: Any, table: str, epochs: int, seed: int
-) -> dict[str, Any]:
+) -> dict[str, dict[str, Any]]:
+    """{which: fit timing and scores}; for plain ganforge also "ganforge:log", the same fit sampled
+    with `cond_sampling="log"` (CTGAN's rule for drawing the conditional vector)."""
     from ganforge.tabular.report import evaluate
 
     torch.manual_seed(seed)
     if which == "ctgan":
         discrete = [c.name for c in schema.columns if c.kind in ("categorical", "boolean")]
         model, timing = fit_ctgan(train, discrete, epochs, seed)
-        synth = model.sample(len(train))
+        samples = {which: model.sample(len(train))}
     else:
         extra = VARIANTS[which.split("+", 1)[1]] if "+" in which else {}
         model, timing = fit_ganforge(train, epochs, seed, **extra)
-        synth = model.sample(len(train), seed=seed)
-    report = evaluate(train, synth, holdout=hold, target=TARGETS[table], schema=schema, seed=seed)
-    return {**timing, **scores(report)}
+        samples = {which: model.sample(len(train), seed=seed)}
+        if not extra:
+            samples[f"{which}:log"] = model.sample(len(train), seed=seed, cond_sampling="log")
+    return {
+        key: {
+            **timing,
+            **scores(evaluate(train, synth, holdout=hold, target=TARGETS[table], schema=schema, seed=seed)),
+        }
+        for key, synth in samples.items()
+    }
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -218,14 +230,16 @@ def run_table(
         order = models if r % 2 == 0 else [models[1], models[0], *models[2:]]
         row: dict[str, Any] = {"seed": seed + r, "order": order}
         for which in order:
-            row[which] = fit_and_score(which, train, hold, schema, name, epochs, seed + r)
-            print(
-                f"  {name:10s} round {r} {which:18s} fit {row[which]['fit_seconds']:7.1f} s"
-                f"  fidelity {row[which]['fidelity']:.3f}",
-                flush=True,
-            )
+            for key, result in fit_and_score(which, train, hold, schema, name, epochs, seed + r).items():
+                row[key] = result
+                print(
+                    f"  {name:10s} round {r} {key:18s} fit {result['fit_seconds']:7.1f} s"
+                    f"  fidelity {result['fidelity']:.3f}  utility {result['utility_ratio'] or 0:.3f}",
+                    flush=True,
+                )
         rounds.append(row)
     out["rounds"] = rounds
+    models = [key for key in rounds[0] if key not in ("seed", "order")]
     out["summary"] = {
         which: {
             key: summary([row[which][key] for row in rounds])
@@ -237,7 +251,7 @@ def run_table(
     out["speedup"] = {
         which: summary([row["ctgan"]["fit_seconds"] / row[which]["fit_seconds"] for row in rounds])
         for which in models
-        if which != "ctgan"
+        if which != "ctgan" and ":" not in which  # ":log" rows share their fit
     }
     for eps in dp_epsilons:
         torch.manual_seed(seed)
@@ -346,7 +360,7 @@ def main() -> None:
         + "   (median over rounds, [min, max])"
     )
     for name, r in results.items():
-        for which in models:
+        for which in r["summary"]:
             cells = []
             for k in keys:
                 v = r["summary"][which].get(k)

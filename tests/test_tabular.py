@@ -208,6 +208,15 @@ def test_fast_paths_compute_the_same_functions():
     G = ResidualGenerator(12, [16, 8], 7).eval()
     zc = torch.randn(30, 12)
     torch.testing.assert_close(G(zc), G.seq(zc), rtol=1e-5, atol=1e-6)
+    G.train()  # batch statistics, as in training; gradients of every weight and of zc agree
+    grads = []
+    for net in (G, G.seq):
+        zc_leaf = zc.clone().requires_grad_(True)
+        G.zero_grad()
+        (net(zc_leaf) * torch.linspace(-1, 1, 7)).sum().backward()
+        grads.append([zc_leaf.grad, *(p.grad for p in G.parameters())])
+    for fast, plain in zip(*grads):
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)  # BN zeroes the biases' (~1e-6)
     D = Discriminator(critic_features(4 * 5, [16, 8], 0.5), 8, pac=4).eval()  # no dropout: same masks
     real, fake = D.pack(torch.randn(40, 5)), D.pack(torch.randn(40, 5))
 
@@ -380,6 +389,23 @@ def test_conditional_sampling_and_its_errors():
         model.sample(5, conditions={"age": 30})
 
 
+def test_cond_sampling_draws_categories_by_frequency_log_frequency_or_uniformly():
+    df = mixed()
+    model = tiny().fit(df)
+    onehot = [c for c in model.transformer.codecs if c.encoding == "onehot"]
+    city = next(c for c in onehot if c.name == "city")
+    start = sum(c.width for c in onehot[: onehot.index(city)])
+    counts = np.array([(df["city"] == v).sum() for v in city.categories], dtype=float)
+    for mode, weight in (("data", counts), ("log", np.log1p(counts)), ("uniform", np.ones(3))):
+        probs = model._cond_frequencies(mode).numpy()
+        assert probs.sum() == pytest.approx(1.0, abs=1e-6)
+        expected = weight / weight.sum() / len(onehot)  # a column uniformly, then a category
+        np.testing.assert_allclose(probs[start : start + 3], expected, rtol=1e-6)
+    assert not model.sample(20, cond_sampling="uniform").equals(model.sample(20))
+    with pytest.raises(ConfigError, match="cond_sampling must be one of data, log, uniform"):
+        model.sample(5, cond_sampling="balanced")
+
+
 def test_family_refuses_stabilisers_that_ignore_the_conditional_vector():
     from ganforge.api import build_config
     from ganforge.families import FAMILIES, DataSpec
@@ -500,6 +526,10 @@ def test_cli_fit_sample_report(tmp_path, capsys):
     )
     out = pd.read_csv(synth)
     assert len(out) == 40 and list(out.columns) == list(df.columns) and (out["city"] == "lyon").all()
+    assert (
+        main(["tabular", "sample", str(run), "--n", "9", "--out", str(synth), "--cond-sampling", "log"]) == 0
+    )
+    assert len(pd.read_csv(synth)) == 9
     cmd = ["tabular", "report", str(tmp_path / "real.csv"), str(synth), "--out", str(rep)]
     assert main([*cmd, "--holdout", str(tmp_path / "hold.csv"), "--target", "member"]) == 0
     assert rep.read_text(encoding="utf-8").startswith("<!doctype html>")

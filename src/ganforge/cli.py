@@ -346,6 +346,14 @@ def add_tabular_parser(sub: Any) -> None:
         metavar="COL=VALUE",
         help="fix a categorical column (repeatable)",
     )
+    s.add_argument(
+        "--cond-sampling",
+        choices=["data", "log", "uniform"],
+        default="data",
+        help="categories of the unconditioned rows' conditional vectors: by their training frequency "
+        "(data: the real marginals; default), ~log(1+count) as CTGAN samples (log: more rare "
+        "categories) or all alike (uniform: balanced rows)",
+    )
 
     r = tsub.add_parser(
         "report", parents=[table_opts], help="fidelity, utility and privacy of a synthetic table"
@@ -431,7 +439,7 @@ def _tab_sample(args: argparse.Namespace) -> int:
             raise GanforgeError(f"--condition {text!r} is not of the form COLUMN=VALUE")
         conditions[col] = value
     model = TabularGAN.load(args.run)
-    df = model.sample(args.n, conditions=conditions or None, seed=args.seed)
+    df = model.sample(args.n, conditions=conditions or None, seed=args.seed, cond_sampling=args.cond_sampling)
     write_table(df, args.out, model.source)
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     return 0

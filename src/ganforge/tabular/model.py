@@ -40,6 +40,7 @@ from .transformer import Codec, TableTransformer, TabularWarning
 
 FORMAT = "ganforge-tabular/1"
 MODEL_FILE, INFO_FILE, STATS_FILE = "model.safetensors", "tabular.json", "stats.jsonl"
+COND_SAMPLING = ("data", "log", "uniform")  # how sample() draws the category of c (see there)
 
 
 class _Recorder(Callback):
@@ -262,16 +263,31 @@ class TabularGAN:
     # --- sample ---------------------------------------------------------------------------------------
 
     def sample(
-        self, n: int, conditions: dict[str, Any] | None = None, seed: int | None = None, max_tries: int = 100
+        self,
+        n: int,
+        conditions: dict[str, Any] | None = None,
+        seed: int | None = None,
+        max_tries: int = 100,
+        cond_sampling: str = "data",
     ) -> pd.DataFrame:
         """`n` synthetic rows with the training table's columns and dtypes.
 
         `conditions` fixes categorical/boolean columns, e.g. {"cut": "Ideal"}: the first one
         drives G's conditional vector, and rows not matching all of them are rejected (an error
-        if `max_tries` batches do not yield `n` rows). The same seed gives the same rows."""
+        if `max_tries` batches do not yield `n` rows). The same seed gives the same rows.
+
+        Without conditions each row's conditional vector names a categorical column (uniformly)
+        and one of its categories, drawn by `cond_sampling`: "data" (its training frequency: the
+        data's marginals), "log" (~ log(1 + count), as CTGAN's reference code samples: more rows
+        of rare categories, e.g. for a classifier of a rare class, at some cost in marginals) or
+        "uniform" (every category alike: the most balanced rows)."""
         tr = self._fitted()
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
+        if cond_sampling not in COND_SAMPLING:
+            raise ConfigError(
+                f"cond_sampling must be one of {', '.join(COND_SAMPLING)}, got {cond_sampling!r}"
+            )
         targets = self._conditions(conditions or {})
         seed = self.params["seed"] if seed is None else seed
         if self.trainer is None:
@@ -282,7 +298,7 @@ class TabularGAN:
         kept: list[np.ndarray] = []
         have = 0
         for _ in range(max_tries if targets else 1):
-            x = self._generate(chunk, targets[0] if targets else None, gen)
+            x = self._generate(chunk, targets[0] if targets else None, gen, cond_sampling)
             if targets:
                 ok = np.ones(len(x), dtype=bool)
                 for start, end, slot in targets:
@@ -300,8 +316,10 @@ class TabularGAN:
         return tr.inverse(np.concatenate(kept)[:n])
 
     @torch.inference_mode()
-    def _generate(self, n: int, target: tuple[int, int, int] | None, gen: torch.Generator) -> np.ndarray:
-        """(n, D) activated rows from G (eval mode), with c drawn from the data's frequencies or fixed."""
+    def _generate(
+        self, n: int, target: tuple[int, int, int] | None, gen: torch.Generator, cond_sampling: str = "data"
+    ) -> np.ndarray:
+        """(n, D) activated rows from G (eval mode), with c fixed or drawn by `cond_sampling`."""
         trainer = self.trainer
         assert trainer is not None
         fam, G, device = trainer.family, trainer.G_sample, trainer.device
@@ -312,7 +330,7 @@ class TabularGAN:
                 pos = self._cond_position(target)
                 col = torch.full((n,), pos, dtype=torch.long, device=device)
             else:
-                freq = self._cond_frequencies().to(device)  # (cond_dim,) empirical, per column
+                freq = self._cond_frequencies(cond_sampling).to(device)  # (cond_dim,)
                 col = torch.multinomial(freq, n, replacement=True, generator=gen)
             c = torch.zeros(n, lay.cond_dim, device=device).scatter_(1, col[:, None], 1.0)
         was_training = G.training
@@ -324,16 +342,17 @@ class TabularGAN:
             G.train(was_training)
         return x.float().cpu().numpy()
 
-    def _cond_frequencies(self) -> torch.Tensor:
-        """A column uniformly, then a category by its training frequency, so that the samples'
-        marginals follow the data's. (CTGAN's reference code draws it ~ log(1 + count) here, as in
-        training: more rows of rare categories, better macro-F1, worse column shapes.)"""
+    def _cond_frequencies(self, cond_sampling: str = "data") -> torch.Tensor:
+        """The probability of each slot of c: a column uniformly, then a category by its training
+        count ("data"), by log(1 + count) ("log") or uniformly among the seen ones ("uniform")."""
         tr = self._fitted()
         probs = []
         for c in tr.codecs:
             if c.encoding == "onehot":
                 counts = np.asarray(c.counts, dtype=np.float64)
-                probs.append(counts / counts.sum())
+                weights = {"data": counts, "log": np.log1p(counts), "uniform": (counts > 0) * 1.0}
+                weight = weights[cond_sampling]
+                probs.append(weight / weight.sum())
         return torch.from_numpy(np.concatenate(probs) / len(probs)).float()
 
     def _cond_position(self, target: tuple[int, int, int]) -> int:
