@@ -21,10 +21,10 @@ Set up its environment once (ctgan pins its own pandas, so it lives apart from t
 Each table runs `--repeats` rounds (default 3, seeds seed..seed+2) in alternating order, so that
 a machine whose speed drifts during the run slows both tools alike; speed-ups are per round
 (ctgan / ganforge) and summarised by their median, min and max. `--extra bf16,reuse` adds
-ganforge rows with `amp="bf16"` or `reuse_fakes=True`. The row `ganforge:log` scores the plain
-ganforge fit once more, sampled with `cond_sampling="log"`: CTGAN's rule for drawing conditional
-vectors at sampling time (more rows of rare categories), next to ganforge's default (the data's
-frequencies).
+ganforge rows with `amp="bf16"` or `reuse_fakes=True`. The plain ganforge fit is scored three
+ways: as `sample` draws by default (calibrated: a 3x pool of G's rows weighted to the training
+category frequencies), `ganforge:raw` (`calibrate=False`, G's rows as they come) and `ganforge:log`
+(`cond_sampling="log"`: CTGAN's rule for drawing conditional vectors, more rows of rare categories).
 
 Prints a table and appends one JSON line per run to benchmarks/results/tabular.jsonl. Times are
 wall-clock seconds of `fit` (ganforge: schema, transformer, training; ctgan: the same), with the
@@ -177,8 +177,9 @@ VARIANTS = {  # extra ganforge rows (--extra): TabularGAN keyword arguments on t
 def fit_and_score(
     which: str, train: pd.DataFrame, hold: pd.DataFrame, schema: Any, table: str, epochs: int, seed: int
 ) -> dict[str, dict[str, Any]]:
-    """{which: fit timing and scores}; for plain ganforge also "ganforge:log", the same fit sampled
-    with `cond_sampling="log"` (CTGAN's rule for drawing the conditional vector)."""
+    """{which: fit timing and scores}; for plain ganforge also the same fit sampled two more ways:
+    "ganforge:raw" (`calibrate=False`: G's rows as they come) and "ganforge:log"
+    (`cond_sampling="log"`: CTGAN's rule for drawing the conditional vector)."""
     from ganforge.tabular.report import evaluate
 
     torch.manual_seed(seed)
@@ -191,6 +192,7 @@ def fit_and_score(
         model, timing = fit_ganforge(train, epochs, seed, **extra)
         samples = {which: model.sample(len(train), seed=seed)}
         if not extra:
+            samples[f"{which}:raw"] = model.sample(len(train), seed=seed, calibrate=False)
             samples[f"{which}:log"] = model.sample(len(train), seed=seed, cond_sampling="log")
     return {
         key: {

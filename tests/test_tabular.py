@@ -530,6 +530,13 @@ def test_cli_fit_sample_report(tmp_path, capsys):
         main(["tabular", "sample", str(run), "--n", "9", "--out", str(synth), "--cond-sampling", "log"]) == 0
     )
     assert len(pd.read_csv(synth)) == 9
+    raw = tmp_path / "raw.csv"
+    assert main(["tabular", "sample", str(run), "--n", "30", "--out", str(raw), "--no-calibrate"]) == 0
+    assert main(["tabular", "sample", str(run), "--n", "30", "--out", str(synth)]) == 0
+    pd.testing.assert_frame_equal(  # the default draws from a larger pool
+        pd.read_csv(raw), TabularGAN.load(run).sample(30, calibrate=False), check_dtype=False
+    )
+    assert not pd.read_csv(raw).equals(pd.read_csv(synth))
     cmd = ["tabular", "report", str(tmp_path / "real.csv"), str(synth), "--out", str(rep)]
     assert main([*cmd, "--holdout", str(tmp_path / "hold.csv"), "--target", "member"]) == 0
     assert rep.read_text(encoding="utf-8").startswith("<!doctype html>")

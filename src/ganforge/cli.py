@@ -354,6 +354,13 @@ def add_tabular_parser(sub: Any) -> None:
         "(data: the real marginals; default), ~log(1+count) as CTGAN samples (log: more rare "
         "categories) or all alike (uniform: balanced rows)",
     )
+    s.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="return the generator's rows as they come instead of drawing them from a 3x pool "
+        "weighted to the training table's category frequencies (the default with --cond-sampling data)",
+    )
 
     r = tsub.add_parser(
         "report", parents=[table_opts], help="fidelity, utility and privacy of a synthetic table"
@@ -439,7 +446,13 @@ def _tab_sample(args: argparse.Namespace) -> int:
             raise GanforgeError(f"--condition {text!r} is not of the form COLUMN=VALUE")
         conditions[col] = value
     model = TabularGAN.load(args.run)
-    df = model.sample(args.n, conditions=conditions or None, seed=args.seed, cond_sampling=args.cond_sampling)
+    df = model.sample(
+        args.n,
+        conditions=conditions or None,
+        seed=args.seed,
+        cond_sampling=args.cond_sampling,
+        calibrate=args.calibrate,
+    )
     write_table(df, args.out, model.source)
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     return 0

@@ -34,6 +34,7 @@ from ..engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, DataError, suggest
 from ..families import DataSpec
 from . import privacy
+from .calibration import MAX_EXTRA_POOL, POOL_FACTOR, rake_weights, weighted_subsample
 from .io import TableSource, read_table
 from .schema import infer_schema
 from .transformer import Codec, TableTransformer, TabularWarning
@@ -41,6 +42,7 @@ from .transformer import Codec, TableTransformer, TabularWarning
 FORMAT = "ganforge-tabular/1"
 MODEL_FILE, INFO_FILE, STATS_FILE = "model.safetensors", "tabular.json", "stats.jsonl"
 COND_SAMPLING = ("data", "log", "uniform")  # how sample() draws the category of c (see there)
+GENERATE_BATCH = 65_536  # rows per generator pass when sampling (bounds memory for large samples)
 
 
 class _Recorder(Callback):
@@ -269,6 +271,7 @@ class TabularGAN:
         seed: int | None = None,
         max_tries: int = 100,
         cond_sampling: str = "data",
+        calibrate: bool = True,
     ) -> pd.DataFrame:
         """`n` synthetic rows with the training table's columns and dtypes.
 
@@ -280,7 +283,13 @@ class TabularGAN:
         and one of its categories, drawn by `cond_sampling`: "data" (its training frequency: the
         data's marginals), "log" (~ log(1 + count), as CTGAN's reference code samples: more rows
         of rare categories, e.g. for a classifier of a rare class, at some cost in marginals) or
-        "uniform" (every category alike: the most balanced rows)."""
+        "uniform" (every category alike: the most balanced rows).
+
+        `calibrate` (with "data" and no conditions): draw the rows from a pool of
+        POOL_FACTOR x `n` generated ones, weighted so that every categorical column's category
+        frequencies are the training table's (:mod:`ganforge.tabular.calibration`). G's free
+        columns lean towards frequent categories; this corrects their margins and keeps the
+        pool's associations. `calibrate=False` returns G's rows as they come."""
         tr = self._fitted()
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
@@ -294,6 +303,8 @@ class TabularGAN:
             return tr.inverse(np.zeros((n, 0), dtype=np.float32))
         device = self.trainer.device
         gen = torch.Generator(device=device).manual_seed(seed)
+        if calibrate and cond_sampling == "data" and not targets:
+            return tr.inverse(self._calibrated(n, gen, seed))
         chunk = max(n, 1000) if targets else n
         kept: list[np.ndarray] = []
         have = 0
@@ -315,11 +326,34 @@ class TabularGAN:
             )
         return tr.inverse(np.concatenate(kept)[:n])
 
-    @torch.inference_mode()
+    def _calibrated(self, n: int, gen: torch.Generator, seed: int) -> np.ndarray:
+        """(n, D) rows drawn from a pool of generated ones, raked to the training category counts."""
+        blocks, start = [], 0
+        for c in self._fitted().codecs:
+            if c.encoding == "onehot":
+                blocks.append((start, c))
+            start += c.width
+        if not blocks:
+            return self._generate(n, None, gen)
+        pool = self._generate(n + min((POOL_FACTOR - 1) * n, MAX_EXTRA_POOL), None, gen)
+        codes = [pool[:, s : s + c.width].argmax(axis=1) for s, c in blocks]
+        weights = rake_weights(codes, [np.asarray(c.counts, dtype=np.float64) for _, c in blocks])
+        return pool[weighted_subsample(weights, n, np.random.default_rng(seed))]
+
     def _generate(
         self, n: int, target: tuple[int, int, int] | None, gen: torch.Generator, cond_sampling: str = "data"
     ) -> np.ndarray:
-        """(n, D) activated rows from G (eval mode), with c fixed or drawn by `cond_sampling`."""
+        """(n, D) activated rows from G (eval mode), with c fixed or drawn by `cond_sampling`, in
+        batches of GENERATE_BATCH rows (BN uses its running statistics: batching does not change G)."""
+        parts = []
+        for start in range(0, n, GENERATE_BATCH):
+            parts.append(self._generate_batch(min(GENERATE_BATCH, n - start), target, gen, cond_sampling))
+        return np.concatenate(parts)
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, n: int, target: tuple[int, int, int] | None, gen: torch.Generator, cond_sampling: str
+    ) -> np.ndarray:
         trainer = self.trainer
         assert trainer is not None
         fam, G, device = trainer.family, trainer.G_sample, trainer.device
