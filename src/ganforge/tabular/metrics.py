@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..errors import DataError
 from .schema import Schema
 from .transformer import numeric_values
 
@@ -182,7 +183,7 @@ def utility(
         k: features(d, schema, target, categories)
         for k, d in (("real", train), ("synthetic", synth), ("test", test))
     }
-    out: dict[str, Any] = {"target": target}
+    out: dict[str, Any] = {"target": target, "notes": []}
     if col.kind in DISCRETE:
         labels = pd.Index(
             pd.unique(pd.concat([train[target], test[target]]).astype(object).dropna()), dtype=object
@@ -192,37 +193,76 @@ def utility(
             return labels.get_indexer(d[target].astype(object))
 
         y = {k: y_of(d) for k, d in (("real", train), ("synthetic", synth), ("test", test))}
+        _check_target(target, y["real"] >= 0, y["test"] >= 0)
         test_ok = y["test"] >= 0
+        yt = y["test"][test_ok]
+        binary = len(labels) == 2
         out.update(task="classification", metric="macro_f1")
+        if binary and len(np.unique(yt)) < 2:
+            out["notes"].append(f"ROC AUC not computed: the real test rows hold one class of {target!r}")
         for name in ("real", "synthetic"):
             ok = y[name] >= 0
-            if len(np.unique(y[name][ok])) < 2:  # one class: the model can only predict it
-                pred = np.full(test_ok.sum(), y[name][ok][0] if ok.any() else 0)
-                proba = None
+            classes = np.unique(y[name][ok])
+            proba = None
+            if not ok.any():
+                out[name] = dict.fromkeys(
+                    ("accuracy", "macro_f1", "roc_auc") if binary else ("accuracy", "macro_f1")
+                )
+                out["notes"].append(f"{name} rows: no values of {target!r} to train on, no scores")
+                continue
+            if len(classes) < 2:  # one class: the model can only predict it
+                pred = np.full(test_ok.sum(), classes[0])
+                kept = labels[classes[0]]
+                out["notes"].append(
+                    f"{name} training rows hold one class of {target!r} ({kept!r}): the model can only "
+                    "predict it" + ("; ROC AUC not computed" if binary else "")
+                )
             else:
                 model = HistGradientBoostingClassifier(categorical_features=mask or None, random_state=seed)
                 model.fit(X[name][ok], y[name][ok])
                 pred = model.predict(X["test"][test_ok])
-                proba = model.predict_proba(X["test"][test_ok]) if len(labels) == 2 else None
-            yt = y["test"][test_ok]
-            res = {"accuracy": accuracy_score(yt, pred), "macro_f1": f1_score(yt, pred, average="macro")}
-            if proba is not None and len(np.unique(yt)) == 2:
-                res["roc_auc"] = roc_auc_score(yt, proba[:, 1])
+                proba = model.predict_proba(X["test"][test_ok]) if binary else None
+            res = {
+                "accuracy": accuracy_score(yt, pred),
+                "macro_f1": f1_score(yt, pred, average="macro", zero_division=0),
+            }
+            if binary:  # the key is always there (None: not computable), so real and synthetic match
+                res["roc_auc"] = (
+                    roc_auc_score(yt, proba[:, 1]) if proba is not None and len(np.unique(yt)) == 2 else None
+                )
             out[name] = res
     else:
         out.update(task="regression", metric="r2")
         yt = numeric_values(col, test[target])
+        t_ok = ~np.isnan(yt)
+        _check_target(target, ~np.isnan(numeric_values(col, train[target])), t_ok)
         for name, d in (("real", train), ("synthetic", synth)):
             yv = numeric_values(col, d[target])
             ok = ~np.isnan(yv)
+            if not ok.any():
+                out[name] = {"r2": None, "mae": None}
+                out["notes"].append(f"{name} rows: no values of {target!r} to train on, no scores")
+                continue
             model = HistGradientBoostingRegressor(categorical_features=mask or None, random_state=seed)
             model.fit(X[name][ok], yv[ok])
-            t_ok = ~np.isnan(yt)
             pred = model.predict(X["test"][t_ok])
             out[name] = {"r2": r2_score(yt[t_ok], pred), "mae": mean_absolute_error(yt[t_ok], pred)}
     real_score, synth_score = out["real"][out["metric"]], out["synthetic"][out["metric"]]
-    out["ratio"] = synth_score / real_score if real_score > 0 else float("nan")
+    out["ratio"] = (
+        synth_score / real_score
+        if real_score is not None and synth_score is not None and real_score > 0
+        else None
+    )
     return out
+
+
+def _check_target(target: str, train_ok: np.ndarray, test_ok: np.ndarray) -> None:
+    """A target with no values in the real training or test rows cannot score anything: say so."""
+    for ok, rows in ((train_ok, "training"), (test_ok, "test")):
+        if not ok.any():
+            raise DataError(
+                f"target {target!r} has no values in the real {rows} rows; choose a column to predict"
+            )
 
 
 # --- privacy ---------------------------------------------------------------------------------------------

@@ -76,6 +76,11 @@ def evaluate(
         kind = schema[target].kind
         if kind == "id":
             raise DataError(f"target {target!r} is an ID column; choose a column to predict")
+        for name, df in (("real", real), ("hold-out", holdout)):
+            if df is not None and df[target].isna().all():
+                raise DataError(
+                    f"target {target!r} has no values in the {name} table; choose a column to predict"
+                )
         if holdout is not None:
             train, test = real, holdout
         else:
@@ -246,13 +251,14 @@ def render_html(report: dict[str, Any], real: pd.DataFrame, synth: pd.DataFrame,
         parts.append(
             f"<h2>Utility</h2><p>{u['task'].capitalize()} of <b>{html.escape(str(u['target']))}</b>: a gradient-boosting model trained on real rows vs on synthetic rows, both tested on real rows.</p>"
         )
-        keys = list(u["real"].keys())
+        keys = list(dict.fromkeys([*u["real"], *u["synthetic"]]))
         parts.append(
             table(
-                [[k, u["real"][k], u["synthetic"][k]] for k in keys],
+                [[k, u["real"].get(k), u["synthetic"].get(k)] for k in keys],
                 ["metric", "train on real", "train on synthetic"],
             )
         )
+        parts.append("".join(f"<p class='note'>{html.escape(n)}</p>" for n in u.get("notes", [])))
     parts.append("<h2>Privacy</h2>")
     rows = [["exact copies of training rows", p["exact_copies"], p.get("exact_copies_holdout")]]
     for key, label in (
