@@ -66,3 +66,38 @@ def test_report_boolean_target_with_blanks_and_all_missing(tmp_path, capsys):
         hold = mixed(50)
         hold["score"] = np.nan
         evaluate(mixed(100), mixed(100, seed=1), holdout=hold, target="score")
+
+
+# --- a synthetic column of the wrong type ---------------------------------------------------------------
+
+
+def test_report_names_a_synthetic_column_of_the_wrong_type(tmp_path, capsys):
+    real = mixed(100)
+    synth = real.copy()
+    synth["age"] = synth["age"].astype(str) + "y"  # integer in the real table, text here
+    for target in (None, "member", "age"):  # without a target the column's score was silently 0
+        with pytest.raises(
+            DataError, match=r"^synthetic column 'age' is not numeric like the real one: 100 of"
+        ):
+            evaluate(real, synth, target=target)
+    hold = mixed(30, seed=1)
+    hold["joined"] = hold["joined"].astype(str).str.replace("-", ".")
+    real["joined"] = real["joined"].astype(str)  # dates as text, format %Y-%m-%d
+    with pytest.raises(DataError, match=r"hold-out column 'joined' is not a date in the format %Y-%m-%d"):
+        evaluate(real, real, holdout=hold)
+    synth = real.copy()
+    synth.loc[::10, "price"] = None  # missing values are fine
+    assert evaluate(real, synth)["fidelity"]["columns"]["price"]["score"] > 0.8
+    real.to_csv(tmp_path / "real.csv", index=False)
+    synth["price"] = "unknown"
+    synth.to_csv(tmp_path / "synth.csv", index=False)
+    capsys.readouterr()
+    out = tmp_path / "r.html"
+    assert (
+        main(
+            ["tabular", "report", str(tmp_path / "real.csv"), str(tmp_path / "synth.csv"), "--out", str(out)]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.startswith("ganforge: error: synthetic column 'price' is not numeric")
+    assert not out.exists()

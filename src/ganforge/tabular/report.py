@@ -58,6 +58,9 @@ def evaluate(
             raise DataError(f"the {name} table has no rows")
     if holdout is not None and list(holdout.columns) != list(real.columns):
         raise DataError("the hold-out table's columns differ from the real one's")
+    for name, df in (("synthetic", synthetic), ("hold-out", holdout)):
+        if df is not None:
+            check_like_real(df, schema, name)
     notes = []
     report: dict[str, Any] = {
         "meta": {
@@ -116,6 +119,26 @@ def evaluate(
         )
     report["notes"] = notes
     return clean(report)
+
+
+def check_like_real(df: pd.DataFrame, schema: Schema, name: str) -> None:
+    """DataError naming the first numeric or date column of `df` holding a value that is not a number
+    or date like the real column's: such values would silently count as missing in every score."""
+    for c in schema.columns:
+        if c.kind not in NUMERIC:
+            continue
+        s = df[c.name]
+        bad = s.notna().to_numpy() & np.isnan(numeric_values(c, s))
+        if bad.any():
+            like = (
+                "numeric"
+                if c.kind != "datetime"
+                else "a date" + (f" in the format {c.format}" if c.format else "")
+            )
+            raise DataError(
+                f"{name} column {c.name!r} is not {like} like the real one: {int(bad.sum())} of {len(s)} "
+                f"values are not, e.g. {s[bad].iloc[0]!r}"
+            )
 
 
 def privacy_summary(dp: dict[str, Any]) -> str:
