@@ -399,10 +399,26 @@ def cmd_tabular(args: argparse.Namespace) -> int:
 
 
 def _tab_fit(args: argparse.Namespace) -> int:
-    from .tabular import TabularGAN
-
     if args.out.exists() and (args.out.is_file() or any(args.out.iterdir())):
         raise GanforgeError(f"--out {args.out} already exists and is not empty; choose another folder")
+    created = not args.out.exists()
+    try:  # before the fit: an unwritable --out fails now, not after training
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GanforgeError(f"cannot create --out {args.out}: {(err.strerror or str(err)).lower()}") from None
+    try:
+        _tab_fit_into(args)
+    except BaseException:
+        if created and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()  # nothing half-made left behind
+        raise
+    return 0
+
+
+def _tab_fit_into(args: argparse.Namespace) -> None:
+    """Fit the table and save the model folder into the (created, empty) --out."""
+    from .tabular import TabularGAN
+
     model = TabularGAN(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -429,7 +445,6 @@ def _tab_fit(args: argparse.Namespace) -> int:
         from .tabular.report import privacy_summary
 
         print(f"differential privacy: {privacy_summary(model.privacy)}", file=sys.stderr)
-    return 0
 
 
 def _tab_sample(args: argparse.Namespace) -> int:
@@ -453,6 +468,9 @@ def _tab_sample(args: argparse.Namespace) -> int:
         cond_sampling=args.cond_sampling,
         calibrate=args.calibrate,
     )
+    if table_format(args.out) == "csv":  # whole numbers with blanks: "48", not pandas' float "48.0"
+        ints = [c.name for c in model.transformer.schema.columns if c.kind == "integer"]
+        df = df.astype({name: "Int64" for name in ints if df[name].dtype.kind == "f"})
     write_table(df, args.out, model.source)
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     return 0

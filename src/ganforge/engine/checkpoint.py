@@ -67,9 +67,12 @@ def atomic_write(path: Path, write: Any) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in USER_WRITE_ERRORS:
-            raise WriteError(
-                f"cannot write {path}: {os.strerror(err.errno).lower()}; files written before are intact"
-            ) from None
+            reason = {
+                errno.EEXIST: "a part of its folder path is a file",
+                errno.ENOTDIR: "a part of its folder path is a file",
+                errno.ENOENT: "its folder cannot be created there",
+            }.get(err.errno, os.strerror(err.errno).lower())
+            raise WriteError(f"cannot write {path}: {reason}; files written before are intact") from None
         raise
     _fsync_dir(path.parent)
 
@@ -78,7 +81,17 @@ _UMASK = os.umask(0o022)  # read the process umask (the only way) ...
 os.umask(_UMASK)  # ... and put it back
 
 # Write failures a user can fix: disk full, quota exceeded, no permission, read-only file system.
-USER_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+USER_WRITE_ERRORS = {  # the user's disk or path, not a bug: one line, not a traceback
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.EISDIR,  # the output path is a folder
+    errno.ENOTDIR,  # a part of its folder is a file
+    errno.EEXIST,  # (mkdir of such a part)
+    errno.ENOENT,  # a folder that cannot be created (e.g. under /proc)
+}
 
 
 def _fsync_dir(folder: Path) -> None:

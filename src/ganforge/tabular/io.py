@@ -79,6 +79,9 @@ def read_table(
         raise DataError(f"unknown encoding {encoding!r}") from None
     if delimiter is None:
         delimiter = sniff_delimiter(text, default="\t" if path.suffix.lower() == ".tsv" else ",")
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)  # "\t" typed on a command line
+    if len(delimiter) != 1:
+        raise DataError(f"the delimiter must be one character (or \\t for a tab), got {delimiter!r}")
     try:
         df = pd.read_csv(io.StringIO(text), sep=delimiter)
     except pd.errors.EmptyDataError:

@@ -31,7 +31,7 @@ import torch
 from .. import __version__
 from ..engine import Callback, Trainer
 from ..engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from ..errors import CheckpointError, ConfigError, DataError, suggest
+from ..errors import CheckpointError, ConfigError, DataError, GanforgeError, suggest
 from ..families import DataSpec
 from . import privacy
 from .calibration import MAX_EXTRA_POOL, POOL_FACTOR, rake_weights, weighted_subsample
@@ -42,7 +42,7 @@ from .transformer import Codec, TableTransformer, TabularWarning
 FORMAT = "ganforge-tabular/1"
 MODEL_FILE, INFO_FILE, STATS_FILE = "model.safetensors", "tabular.json", "stats.jsonl"
 COND_SAMPLING = ("data", "log", "uniform")  # how sample() draws the category of c (see there)
-GENERATE_BATCH = 65_536  # rows per generator pass when sampling (bounds memory for large samples)
+GENERATE_BATCH = 8_192  # rows per generator pass when sampling (bounds memory on wide tables)
 
 
 class _Recorder(Callback):
@@ -99,10 +99,12 @@ class TabularGAN:
         dp_max_grad_norm: float = 1.0,
         verbose: bool = False,
     ) -> None:
-        if epochs < 1 or batch_size < 1 or (steps is not None and steps < 1):
-            raise ConfigError("epochs, batch_size and steps must be at least 1")
-        if dp_epsilon is not None and not dp_epsilon > 0:
-            raise ConfigError(f"dp_epsilon must be positive, got {dp_epsilon}")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("steps", steps)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+        check_seed(seed)
+        if dp_epsilon is not None and not 0 < dp_epsilon < math.inf:
+            raise ConfigError(f"dp_epsilon must be a positive finite number, got {dp_epsilon}")
         if dp_delta is not None and not 0 < dp_delta < 1:
             raise ConfigError(f"dp_delta must lie in (0, 1), got {dp_delta}")
         if not dp_max_grad_norm > 0:
@@ -151,11 +153,13 @@ class TabularGAN:
             data, self.source = read_table(data, delimiter=delimiter, encoding=encoding)
         elif not isinstance(data, pd.DataFrame):
             raise DataError(f"fit() takes a DataFrame or a path to a table, not {type(data).__name__}")
+        check_table(data)
         schema = infer_schema(data, self.schema_overrides)
         self.transformer = TableTransformer(schema).fit(
             data, seed=p["seed"], max_fit_rows=p["max_fit_rows"], threads=os.cpu_count() or 1
         )
-        x = self.transformer.transform(data, seed=p["seed"])
+        with np.errstate(over="ignore", invalid="ignore"):  # transform() names overflowing columns
+            x = self.transformer.transform(data, seed=p["seed"])
         t_transform = time.perf_counter() - t0
         n = len(data)
         self.info = {
@@ -291,8 +295,10 @@ class TabularGAN:
         columns lean towards frequent categories; this corrects their margins and keeps the
         pool's associations. `calibrate=False` returns G's rows as they come."""
         tr = self._fitted()
-        if n < 1:
-            raise ConfigError(f"n must be at least 1, got {n}")
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"n must be a whole number of at least 1, got {n!r}")
+        if seed is not None:
+            check_seed(seed)
         if cond_sampling not in COND_SAMPLING:
             raise ConfigError(
                 f"cond_sampling must be one of {', '.join(COND_SAMPLING)}, got {cond_sampling!r}"
@@ -442,10 +448,6 @@ class TabularGAN:
         root = Path(path)
         if root.is_file():
             raise ConfigError(f"{root} is a file, not a folder")
-        root.mkdir(parents=True, exist_ok=True)
-        if self.trainer is not None:
-            tensors, meta = self.trainer.state()
-            save_checkpoint(root / MODEL_FILE, tensors, meta)
         doc = {
             "format": FORMAT,
             "ganforge": __version__,
@@ -459,9 +461,16 @@ class TabularGAN:
             "privacy": self.privacy,
             "transformer": tr.to_dict(),
         }
-        text = json.dumps(doc, indent=1, default=_json_default)
+        text = json.dumps(doc, indent=1, default=_json_default)  # before any file: all or nothing
+        lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in self.stats)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create the model folder {root}: {err.strerror or err}") from None
+        if self.trainer is not None:
+            tensors, meta = self.trainer.state()
+            save_checkpoint(root / MODEL_FILE, tensors, meta)
         atomic_write(root / INFO_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        lines = "".join(json.dumps(r) + "\n" for r in self.stats)
         atomic_write(root / STATS_FILE, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
         return root
 
@@ -477,27 +486,40 @@ class TabularGAN:
             doc = json.loads(info.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise CheckpointError(f"{info} is corrupt") from None
-        if doc.get("format") != FORMAT:
-            raise CheckpointError(f"{info}: unknown format {doc.get('format')!r} (expected {FORMAT})")
-        params = dict(doc["params"], device=device)
-        if params.get("amp") == "fp16" and not str(device).startswith("cuda"):
-            params["amp"] = "off"  # sampling runs in float32 anyway; fp16 exists only on CUDA
-        model = cls(**{k: v for k, v in params.items()})
-        model.transformer = TableTransformer.from_dict(doc["transformer"])
-        model.source = TableSource(**doc.get("source", {}))
-        model.info = doc.get("info", {})
-        model.privacy = doc.get("privacy")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise CheckpointError(f"{info}: unknown format {found!r} (expected {FORMAT})")
+        try:
+            params = dict(doc["params"], device=device)
+            if params.get("amp") == "fp16" and not str(device).startswith("cuda"):
+                params["amp"] = "off"  # sampling runs in float32 anyway; fp16 exists only on CUDA
+            model = cls(**{k: v for k, v in params.items()})
+            model.transformer = TableTransformer.from_dict(doc["transformer"])
+            model.source = TableSource(**doc.get("source", {}))
+            model.info = dict(doc.get("info", {}))
+            model.privacy = doc.get("privacy")
+            width = sum(c.width for c in model.transformer.codecs)
+            names = [c.name for c in model.transformer.codecs]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"{info} is malformed ({type(err).__name__}: {err})") from None
+        except GanforgeError as err:
+            raise CheckpointError(f"{info} is malformed: {err}") from None
+        if names != [c.name for c in model.transformer.schema.columns]:
+            raise CheckpointError(f"{info} is malformed: its codecs do not match its schema's columns")
         if doc.get("has_model"):
             tensors, meta = load_checkpoint(root / MODEL_FILE)
             spec = DataSpec.from_dict(meta["spec"])
+            if spec.shape[0] != width:
+                raise CheckpointError(
+                    f"{root}: {MODEL_FILE} generates {spec.shape[0]} values per row but {INFO_FILE} "
+                    f"describes {width}; the two files are not from the same fit"
+                )
             cfg = build_config(dict(meta["config"], train=dict(meta["config"]["train"], device=device)), spec)
             model.trainer = Trainer(cfg, spec, data=None)
             model.trainer.load_state(tensors, meta, weights_only=True)
-        stats = root / STATS_FILE
-        if stats.is_file():
-            model.stats = [
-                json.loads(line) for line in stats.read_text(encoding="utf-8").splitlines() if line
-            ]
+        elif width:
+            raise CheckpointError(f"{info} is malformed: it has learnable columns but says it has no model")
+        model.stats = read_stats(root / STATS_FILE)
         return model
 
 
@@ -540,6 +562,47 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except (TypeError, ValueError):
         return False
+
+
+def check_seed(seed: Any) -> None:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be a whole number in [0, 2^63), got {seed!r}")
+
+
+def check_table(df: pd.DataFrame) -> None:
+    """Refuse what a table model cannot learn or give back, with the column named."""
+    if isinstance(df.columns, pd.MultiIndex):
+        raise DataError("the table has multi-level column names; flatten them first")
+    odd = [c for c in df.columns if not isinstance(c, str)]
+    if odd:
+        raise DataError(
+            f"column names must be text, got {odd[0]!r} ({type(odd[0]).__name__}); "
+            "e.g. df.columns = df.columns.astype(str)"
+        )
+    if df.columns.duplicated().any():
+        raise DataError(f"column {df.columns[df.columns.duplicated()][0]!r} appears twice")
+    for name in df.columns[[pd.api.types.is_object_dtype(t) for t in df.dtypes]]:
+        try:
+            df[name].nunique()  # hashes every value: lists, arrays, dicts and sets are not hashable
+        except TypeError:
+            raise DataError(
+                f"column {name!r} holds lists or arrays, which a table model cannot learn"
+            ) from None
+
+
+def read_stats(path: Path) -> list[dict[str, Any]]:
+    """The training log (diagnostics only: sampling does not need it); unreadable lines are skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _json_default(v: Any) -> Any:

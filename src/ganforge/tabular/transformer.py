@@ -24,6 +24,8 @@ form CTGAN's conditional vector.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -107,11 +109,16 @@ class TableTransformer:
         # BLAS threads on a busy machine cost more than they save.
         with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TabularWarning)
+
+            def fit_one(job: tuple[ColumnSchema, pd.Series, np.random.Generator]) -> Codec:
+                with np.errstate(over="ignore", invalid="ignore"):  # transform() names such columns
+                    return fit_codec(*job, max_fit_rows)
+
             if threads > 1 and len(jobs) > 1:
                 with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
-                    self.codecs = list(pool.map(lambda j: fit_codec(*j, max_fit_rows), jobs))
+                    self.codecs = list(pool.map(fit_one, jobs))
             else:
-                self.codecs = [fit_codec(*j, max_fit_rows) for j in jobs]
+                self.codecs = [fit_one(j) for j in jobs]
         for w in caught:  # re-raised here, from the caller's thread
             warnings.warn(w.message, w.category, stacklevel=2)
         return self
@@ -148,6 +155,9 @@ class TableTransformer:
         """(N, D) float32: for each column its alpha and mode one-hot, or its category one-hot."""
         rng = np.random.default_rng(seed)
         blocks = [encode(c, col, df[c.name], rng) for c, col in zip(self.codecs, self.schema.columns)]
+        for c, b in zip(self.codecs, blocks):
+            if not np.isfinite(b).all():  # e.g. |x| ~ 1e305: its mixture's scale overflows
+                raise DataError(f"column {c.name!r} has values too large to encode; rescale it")
         blocks = [b for b in blocks if b.shape[1]]
         if not blocks:
             return np.zeros((len(df), 0), dtype=np.float32)
@@ -208,6 +218,11 @@ def fit_codec(col: ColumnSchema, s: pd.Series, rng: np.random.Generator, max_fit
             col.name, "onehot", null=null, categories=[to_json(v) for v in cats], counts=counts.tolist()
         )
     values = numeric_values(col, s)
+    if np.isinf(values).any():
+        raise DataError(
+            f"column {col.name!r} has {int(np.isinf(values).sum())} infinite values; "
+            "replace them (blank for missing) or drop those rows"
+        )
     finite = values[~np.isnan(values)]
     if len(np.unique(finite)) <= 1:
         value = to_json(finite[0]) if len(finite) else None
@@ -263,14 +278,29 @@ def sorted_categories(values: np.ndarray) -> list[Any]:
 def category_codes(s: pd.Series, cats: list[Any]) -> np.ndarray:
     """Slot of each value: its category's index, len(cats) for missing, -1 for unseen values."""
     index = pd.Index(cats, dtype=object)
-    codes = index.get_indexer(s.astype(object)).astype(np.int64)
+    values = s.astype(object)
+    codes = index.get_indexer(values).astype(np.int64)
+    retry = (codes < 0) & s.notna().to_numpy()
+    if retry.any():  # values stored as their JSON form (bytes as text, timestamps as ISO text)
+        codes[retry] = index.get_indexer(values[retry].map(to_json))
     codes[s.isna().to_numpy()] = len(cats)
     return codes
 
 
 def to_json(v: Any) -> Any:
-    """numpy scalars -> Python scalars (JSON-safe)."""
-    return v.item() if isinstance(v, np.generic) else v
+    """A category or constant as a JSON value: numpy scalars as Python ones, decimals as floats,
+    timestamps as ISO text, bytes decoded (invalid UTF-8 escaped), anything else as its text."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", errors="backslashreplace")
+    if isinstance(v, (pd.Timestamp, dt.datetime, dt.date, dt.time)):
+        return v.isoformat()
+    return str(v)
 
 
 # --- encode / decode -----------------------------------------------------------------------------------

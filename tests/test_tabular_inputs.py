@@ -1,0 +1,122 @@
+"""Awkward tables and model folders: each gets one clear error (or the right output), nothing half-written."""
+
+from __future__ import annotations
+
+import decimal
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ganforge.cli import main
+from ganforge.errors import CheckpointError, ConfigError, DataError
+from ganforge.tabular import TabularGAN
+
+from .test_tabular import TINY, mixed, tiny
+
+
+def test_infinite_and_overflowing_numbers_are_named():
+    rng = np.random.default_rng(0)
+    cat = ["x", "y"] * 20
+    with pytest.raises(DataError, match="column 'a' has 2 infinite values"):
+        tiny().fit(pd.DataFrame({"a": np.r_[rng.normal(size=38), [np.inf, -np.inf]], "c": cat}))
+    with pytest.raises(DataError, match="column 'a' has values too large to encode"):
+        tiny().fit(pd.DataFrame({"a": np.linspace(1e300, 1e305, 40), "c": cat}))
+
+
+def test_column_names_and_nested_values_are_checked():
+    with pytest.raises(DataError, match="column names must be text, got 0 \\(int\\)"):
+        tiny().fit(pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2))))
+    with pytest.raises(DataError, match="multi-level column names"):
+        tiny().fit(pd.DataFrame([[1, 2]] * 40, columns=pd.MultiIndex.from_tuples([("a", "x"), ("a", "y")])))
+    with pytest.raises(DataError, match="column 'a' appears twice"):
+        tiny().fit(pd.DataFrame([[1, 2, "u"]] * 40, columns=["a", "a", "b"]))
+    with pytest.raises(DataError, match="column 'l' holds lists or arrays"):
+        tiny().fit(pd.DataFrame({"l": [[1, 2]] * 40, "c": ["x", "y"] * 20}))
+
+
+def test_values_json_cannot_hold_are_stored_as_their_json_form(tmp_path):
+    df = pd.DataFrame(
+        {
+            "raw": [b"ab", b"c\xff"] * 20,
+            "price": [decimal.Decimal("1.25"), decimal.Decimal("2.50")] * 20,
+            "n": np.arange(40.0),
+        }
+    )
+    model = tiny().fit(df)
+    model.save(tmp_path / "m")
+    out = TabularGAN.load(tmp_path / "m").sample(40)
+    assert set(out["raw"]) <= {"ab", "c\\xff"} and set(out["price"]) <= {1.25, 2.5}
+
+
+def test_bad_seed_n_and_epsilon_are_refused():
+    with pytest.raises(ConfigError, match="seed must be a whole number in \\[0, 2\\^63\\), got -1"):
+        TabularGAN(seed=-1)
+    with pytest.raises(ConfigError, match="steps must be a whole number of at least 1, got 2.5"):
+        TabularGAN(steps=2.5)
+    with pytest.raises(ConfigError, match="dp_epsilon must be a positive finite number"):
+        TabularGAN(dp_epsilon=float("inf"))
+    model = tiny().fit(mixed())
+    with pytest.raises(ConfigError, match="n must be a whole number of at least 1, got 2.5"):
+        model.sample(2.5)
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
+        model.sample(3, seed=10**30)
+
+
+def test_malformed_model_folders_give_one_line(tmp_path):
+    tiny().fit(mixed()).save(tmp_path / "good")
+    info = json.loads((tmp_path / "good" / "tabular.json").read_text())
+
+    def broken(name: str, change) -> str:
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "good", folder)
+        doc = json.loads(json.dumps(info))
+        doc = change(doc) or doc
+        (folder / "tabular.json").write_text(json.dumps(doc))
+        return str(folder)
+
+    cases = {
+        "no_params": (lambda d: d.pop("params") and None, "malformed \\(KeyError"),
+        "no_transformer": (lambda d: d.pop("transformer") and None, "malformed \\(KeyError"),
+        "a_list": (lambda d: [1, 2], "unknown format 'list'"),
+        "extra_param": (lambda d: d["params"].update(colour=1), "malformed \\(TypeError"),
+        "no_model": (lambda d: d.update(has_model=False), "says it has no model"),
+        "codec_gone": (lambda d: d["transformer"]["codecs"].pop() and None, "do not match its schema"),
+    }
+    for name, (change, message) in cases.items():
+        with pytest.raises(CheckpointError, match=message):
+            TabularGAN.load(broken(name, change))
+    # The training log is diagnostics only: a garbage line is skipped, sampling still works.
+    (tmp_path / "good" / "stats.jsonl").write_text("{not json\n")
+    assert len(TabularGAN.load(tmp_path / "good").sample(5)) == 5
+
+
+def test_cli_output_paths_and_delimiters(tmp_path, capsys):
+    df = mixed(60)
+    df.to_csv(tmp_path / "t.tsv.csv", sep="\t", index=False)
+    run = tmp_path / "run"
+    fit = ["tabular", "fit", str(tmp_path / "t.tsv.csv"), "--steps", "2", "--quiet"]
+    fit += ["--batch-size", str(TINY["batch_size"]), "--pac", str(TINY["pac"])]
+    assert main([*fit, "--out", str(run), "--delimiter", "\\t"]) == 0  # as typed in a shell
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("")
+    assert main([*fit, "--out", str(tmp_path / "afile" / "m"), "--delimiter", "\\t"]) == 2  # before training
+    assert main([*fit, "--out", str(tmp_path / "r2"), "--delimiter", "ab"]) == 2
+    assert not (tmp_path / "r2").exists()
+    (tmp_path / "d.csv").mkdir()
+    for out in (tmp_path / "d.csv", tmp_path / "afile" / "o.csv"):
+        assert main(["tabular", "sample", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("ganforge: error: ") for line in err), err
+    assert "not a directory" in err[0] and "one character" in err[1] and "is a directory" in err[2]
+    # Whole numbers with blanks come back as whole numbers in a CSV, blanks kept.
+    df = pd.DataFrame({"qty": [float(i) if i % 5 else np.nan for i in range(60)], "c": ["a", "b", "c"] * 20})
+    df.to_csv(tmp_path / "q.csv", index=False)
+    assert main(["tabular", "fit", str(tmp_path / "q.csv"), "--out", str(tmp_path / "q"), *fit[3:]]) == 0
+    assert (
+        main(["tabular", "sample", str(tmp_path / "q"), "--out", str(tmp_path / "s.csv"), "--n", "60"]) == 0
+    )
+    qty = [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
+    assert all(q == "" or q.isdigit() for q in qty) and "" in qty
