@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ganforge.cli import main
 from ganforge.errors import DataError
+from ganforge.tabular import TableTransformer, infer_schema
 from ganforge.tabular.report import evaluate, write_report
+from ganforge.tabular.schema import datetime_seconds
 
 from .test_tabular import mixed
 
@@ -101,3 +104,49 @@ def test_report_names_a_synthetic_column_of_the_wrong_type(tmp_path, capsys):
     )
     assert capsys.readouterr().err.startswith("ganforge: error: synthetic column 'price' is not numeric")
     assert not out.exists()
+
+
+# --- text timestamps with UTC offsets ----------------------------------------------------------------------
+
+
+def stamped(texts: list[str]) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"x": rng.normal(size=len(texts)), "ts": texts})
+
+
+def hours(n: int = 60) -> pd.DatetimeIndex:
+    rng = np.random.default_rng(1)
+    return pd.Timestamp("2021-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 365 * 24, n)), unit="h")
+
+
+def test_timestamps_with_daylight_saving_offsets(tmp_path, capsys):
+    local = hours().tz_localize("Europe/Berlin")
+    df = stamped([t.isoformat() for t in local])
+    assert {t[-6:] for t in df["ts"]} == {"+01:00", "+02:00"}
+    col = infer_schema(df)["ts"]
+    assert col.kind == "datetime" and col.format == "%Y-%m-%dT%H:%M:%S+00:00"
+    truth = local.tz_convert("UTC").tz_localize(None).astype("datetime64[ns]").asi8 / 1e9
+    np.testing.assert_array_equal(datetime_seconds(df["ts"], col.format), truth)
+    tr = TableTransformer(infer_schema(df)).fit(df)
+    back = tr.inverse(tr.transform(df))["ts"]  # the same instants, written in UTC
+    assert back.str.endswith("+00:00").all()
+    assert (pd.to_datetime(back, utc=True) == local.tz_convert("UTC")).all()
+    df.to_csv(tmp_path / "t.csv", index=False)
+    capsys.readouterr()
+    assert main(["tabular", "schema", str(tmp_path / "t.csv")]) == 0
+    assert "kind: datetime" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("offset", ["+02:00", "-0530", "Z"])
+def test_timestamps_with_one_offset_keep_it(offset):
+    df = stamped([t.isoformat() + offset for t in hours()])
+    col = infer_schema(df)["ts"]
+    assert col.format == "%Y-%m-%dT%H:%M:%S" + offset and col.unit == 3600.0
+    tr = TableTransformer(infer_schema(df)).fit(df)
+    pd.testing.assert_series_equal(tr.inverse(tr.transform(df))["ts"], df["ts"])  # text, offset and all
+    # Another offset for the same instants reads as the same wall-clock time in the column's offset.
+    utc = pd.to_datetime(df["ts"], utc=True)
+    np.testing.assert_array_equal(
+        datetime_seconds(utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ"), col.format),
+        datetime_seconds(df["ts"], col.format),
+    )

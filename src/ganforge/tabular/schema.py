@@ -46,11 +46,11 @@ class ColumnSchema:
     kind: str  # one of KINDS
     dtype: str = "object"  # pandas dtype to restore on output
     nullable: bool = False  # has missing values (modelled as their own category/mode)
-    min: float | None = None  # lower bound of generated values (numeric kinds; datetime: epoch seconds)
+    min: float | None = None  # lower bound of generated values (numeric kinds; datetime: datetime_seconds)
     max: float | None = None  # upper bound
     clip: bool = True  # keep generated values within [min, max]
     decimals: int | None = None  # round generated values to this many decimals (None: no rounding)
-    format: str | None = None  # strftime format of datetime columns read as text
+    format: str | None = None  # strftime format of datetime columns read as text (UTC offset as literal text)
     unit: float = 1.0  # datetime resolution in seconds (86400 = whole days)
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,13 +209,21 @@ def _infer_kind(name: str, s: pd.Series, nonnull: pd.Series, datetime_fmt: str |
     return "categorical"
 
 
+OFFSET = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")  # a UTC offset at the end of a timestamp text or format
+
+
 def _datetime_format(nonnull: pd.Series) -> str | None:
-    """The strftime format of text dates, when every value parses with it; else None."""
+    """The strftime format of text dates, when every value parses with it; else None.
+
+    A UTC offset (%z) becomes literal text in the format, so that written timestamps carry one:
+    the values' own offset when they all share it (e.g. "+02:00" or "Z", kept exactly), else
+    "+00:00" (offsets that vary, e.g. with daylight saving time: written as UTC)."""
     from pandas.tseries.api import guess_datetime_format
 
     if not len(nonnull):
         return None
-    first = str(nonnull.iloc[0])
+    text = nonnull.astype(str)
+    first = text.iloc[0]
     if not re.search(r"\d{1,4}[-/.:]\d{1,2}", first):  # not a date-like string ("12", "1.5", "abc")
         return None
     with warnings.catch_warnings():  # "Parsing dates in %d/%m/%Y format when dayfirst=False ..."
@@ -223,19 +231,38 @@ def _datetime_format(nonnull: pd.Series) -> str | None:
         fmt = guess_datetime_format(first)
     if fmt is None:
         return None
-    parsed = pd.to_datetime(nonnull.astype(str), format=fmt, errors="coerce")
-    return fmt if parsed.notna().all() else None
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+    if not parsed.notna().all():
+        return None
+    if fmt.endswith("%z"):
+        offsets = text.str.extract(OFFSET, expand=False)
+        shared = offsets.iloc[0] if offsets.notna().all() and offsets.nunique() == 1 else None
+        if shared is None:
+            shared = "+00:00" if offsets.str.contains(":", na=False).any() else "+0000"
+        fmt = fmt[:-2] + shared
+    return fmt
 
 
 def datetime_seconds(s: pd.Series, fmt: str | None) -> np.ndarray:
-    """Seconds since the epoch (UTC) as float64, NaN where missing."""
+    """Seconds since the epoch (UTC) as float64, NaN where missing.
+
+    A format ending in a literal offset (see `_datetime_format`) reads any offset and gives the
+    seconds of the wall-clock time in that offset, which is what strftime with that format writes."""
+    shift = 0.0
     if not pd.api.types.is_datetime64_any_dtype(s):
-        s = pd.to_datetime(s.astype("object").where(s.notna(), None), format=fmt, errors="coerce")
+        text = s.astype("object").where(s.notna(), None)
+        m = OFFSET.search(fmt or "")
+        if m and not fmt[: m.start()].endswith("%"):  # a literal offset, not %Z
+            fmt = fmt[: m.start()] + "%z"
+            if m.group() != "Z":
+                sign, digits = (-1 if m.group()[0] == "-" else 1), m.group()[1:].replace(":", "")
+                shift = sign * (3600.0 * int(digits[:2]) + 60.0 * int(digits[2:]))
+        s = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)  # utc: offsets may vary
     if getattr(s.dt, "tz", None) is not None:
         s = s.dt.tz_convert("UTC").dt.tz_localize(None)
     ns = s.astype("datetime64[ns]").to_numpy().astype("int64").astype(np.float64)
     ns[s.isna().to_numpy()] = np.nan
-    return ns / 1e9
+    return ns / 1e9 + shift
 
 
 def _datetime_unit(seconds: np.ndarray) -> float:
