@@ -50,6 +50,35 @@ def test_train_then_sample_every_format(ring_run, tmp_path):
     assert np.load(tmp_path / "s.npz")["x"].shape == (10, 2)
 
 
+def test_uppercase_suffixes_and_output_paths_that_cannot_be_written(ring_run, tmp_path, capsys):
+    for name in ("S.NPY", "S.NPZ"):  # np.save/np.savez append a lower-case suffix to a path
+        assert main(["sample", str(ring_run), "--n", "5", "--out", str(tmp_path / name)]) == 0
+    assert np.load(tmp_path / "S.NPY").shape == (5, 2) and np.load(tmp_path / "S.NPZ")["x"].shape == (5, 2)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("S", ".S"))) == ["S.NPY", "S.NPZ"]
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir.png").mkdir()
+    capsys.readouterr()
+    assert main(["sample", str(ring_run), "--out", str(tmp_path / "adir.png")]) == 2
+    assert main(["sample", str(ring_run), "--out", str(tmp_path / "afile" / "x.png")]) == 2
+    assert main(train_args(tmp_path / "afile" / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("ganforge: error: cannot write ") for line in err), err
+    assert "is a directory" in err[0] and all("folder path is a file" in line for line in err[1:])
+
+
+def test_progress_survives_a_closed_stream():
+    import io
+
+    from ganforge.engine.run import Progress
+
+    stream = io.StringIO()
+    progress = Progress(stream, interactive=False)
+    stream.close()  # `ganforge train ... | tee log`: the same Ctrl-C ends tee first
+    progress.write("step 1\n")
+    assert progress.stream is None
+    progress.write("step 2\n")  # nothing raised: the display stops, training goes on
+
+
 def test_image_samples_are_in_unit_range(tmp_path):
     out = tmp_path / "dig"
     assert (

@@ -68,6 +68,14 @@ def test_sweep_rejects_bad_key_before_training(tmp_path, capsys):
     assert not (out / "runs").exists()
 
 
+def test_sweep_rejects_too_few_samples_before_training(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["sweep", "--data", "ring8", "--grid", "train.g_lr=1e-3", "--seeds", "1", "--n", "1"]
+    assert main([*args, "--out", str(out)]) == 2
+    assert "n must be at least 2 samples, got 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_tied_keys_share_one_axis():
     cell = {"train.g_lr+train.d_lr": "1e-3", "loss.name": "hinge"}
     assert cell_overrides(cell) == ["train.g_lr=1e-3", "train.d_lr=1e-3", "loss.name=hinge"]

@@ -8,8 +8,6 @@ process that stops prints its error; warnings and the summary line come from ran
 from __future__ import annotations
 
 import argparse
-import errno
-import os
 import signal
 import sys
 import warnings
@@ -21,6 +19,7 @@ import numpy as np
 
 from . import __version__
 from .engine import Callback
+from .engine.checkpoint import USER_WRITE_ERRORS, write_error_reason
 from .engine.distributed import is_main
 from .errors import GanforgeError, GanforgeWarning
 
@@ -46,11 +45,14 @@ class StopOnSignal(Callback):
             if trainer.stop_requested:  # a second signal: stop now
                 raise KeyboardInterrupt
             trainer.stop_requested = True
-            print(
-                f"\nganforge: {signal.Signals(signum).name} received; stopping after the current step "
-                "with a checkpoint",
-                file=sys.stderr,
-            )
+            try:  # stderr may be a pipe closed by the same Ctrl-C (`ganforge train ... | tee log`)
+                print(
+                    f"\nganforge: {signal.Signals(signum).name} received; stopping after the current step "
+                    "with a checkpoint",
+                    file=sys.stderr,
+                )
+            except (OSError, ValueError):
+                pass
 
         self.previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -254,11 +256,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         # Conditional models: one column per class (labels cycle 0, 1, ..., K-1), when K fits a row.
         nrow = gan.spec.n_classes if labels is not None and gan.spec.n_classes <= MAX_GRID_CLASSES else None
         atomic_write(args.out, lambda tmp: save_grid(x, tmp, nrow=nrow))
-    elif suffix == ".npy":
-        atomic_write(args.out, lambda tmp: np.save(tmp, x.numpy()))
+    elif suffix == ".npy":  # through a file object: np.save would append ".npy" to "x.NPY"
+        atomic_write(args.out, lambda tmp: _write_with(tmp, np.save, x.numpy()))
     else:
         arrays = {"x": x.numpy()} | ({"y": labels} if labels is not None else {})
-        atomic_write(args.out, lambda tmp: np.savez(tmp, **arrays))
+        atomic_write(args.out, lambda tmp: _write_with(tmp, np.savez, **arrays))
     print(f"wrote {args.n} samples to {args.out}", file=sys.stderr)
     return 0
 
@@ -550,15 +552,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         except GanforgeError as err:
             print(f"ganforge: error: {err}", file=sys.stderr)
             return 2
-        except OSError as err:  # a full disk outside the atomic writers (e.g. appending stats)
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        except BrokenPipeError:  # stdout/stderr closed under us (`| head`): nothing left to tell
+            return 1
+        except OSError as err:  # the user's disk or paths outside the atomic writers (a full disk, a folder
+            if err.errno not in USER_WRITE_ERRORS:  # that cannot be made, a file where a folder must be)
                 raise
-            what = f" {err.filename}" if err.filename else ""
-            print(f"ganforge: error: cannot write{what}: {os.strerror(err.errno).lower()}", file=sys.stderr)
+            where = f"cannot write {err.filename}: " if err.filename else ""
+            print(f"ganforge: error: {where}{write_error_reason(err.errno)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("ganforge: interrupted", file=sys.stderr)
             return 130
+
+
+def _write_with(path: str, save: Any, *args: Any, **kwargs: Any) -> None:
+    with open(path, "wb") as fh:
+        save(fh, *args, **kwargs)
 
 
 def _one_line_warnings(show: Any) -> Any:

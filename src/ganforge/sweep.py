@@ -80,6 +80,8 @@ def sweep(
     """Train every grid cell with `seeds` seeds, evaluate `metric`, write results and heat maps."""
     if seeds < 1:
         raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    if n is not None and n < 2:  # the metrics need two samples; refused before any cell trains
+        raise ConfigError(f"n must be at least 2 samples, got {n}")
     axes = parse_grid(grid)
     cells = [dict(zip([k for k, _ in axes], values)) for values in itertools.product(*(v for _, v in axes))]
     base = user_settings(None, overrides, data=data, model=model, loss=loss, steps=steps)

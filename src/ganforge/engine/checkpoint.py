@@ -67,12 +67,9 @@ def atomic_write(path: Path, write: Any) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in USER_WRITE_ERRORS:
-            reason = {
-                errno.EEXIST: "a part of its folder path is a file",
-                errno.ENOTDIR: "a part of its folder path is a file",
-                errno.ENOENT: "its folder cannot be created there",
-            }.get(err.errno, os.strerror(err.errno).lower())
-            raise WriteError(f"cannot write {path}: {reason}; files written before are intact") from None
+            raise WriteError(
+                f"cannot write {path}: {write_error_reason(err.errno)}; files written before are intact"
+            ) from None
         raise
     _fsync_dir(path.parent)
 
@@ -92,6 +89,15 @@ USER_WRITE_ERRORS = {  # the user's disk or path, not a bug: one line, not a tra
     errno.EEXIST,  # (mkdir of such a part)
     errno.ENOENT,  # a folder that cannot be created (e.g. under /proc)
 }
+
+
+def write_error_reason(code: int) -> str:
+    """What a USER_WRITE_ERRORS errno means for an output path, in words."""
+    return {
+        errno.EEXIST: "a part of its folder path is a file",
+        errno.ENOTDIR: "a part of its folder path is a file",
+        errno.ENOENT: "its folder cannot be created there",
+    }.get(code, os.strerror(code).lower())
 
 
 def _fsync_dir(folder: Path) -> None:

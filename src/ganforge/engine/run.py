@@ -200,7 +200,7 @@ class Progress(Callback):
     """A one-line progress bar on a terminal (step, losses, rate, ETA); plain lines otherwise."""
 
     def __init__(self, stream: TextIO | None = None, interactive: bool | None = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream: TextIO | None = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.t0 = 0.0
         self.step0 = 0
@@ -219,15 +219,23 @@ class Progress(Callback):
         if self.interactive:
             width = 24
             done = int(width * trainer.step / total)
-            self.stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {text}\033[K")
+            self.write(f"\r[{'#' * done}{'.' * (width - done)}] {text}\033[K")
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self.write(text + "\n")
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if self.interactive:
-            self.stream.write("\n")
-        self.stream.flush()
+        self.write("\n" if self.interactive else "")
+
+    def write(self, text: str) -> None:
+        """Write and flush; a closed or broken stream (`| tee` ended by the same Ctrl-C) ends the
+        display, never the training."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = None
 
 
 def format_seconds(seconds: float) -> str:
