@@ -150,3 +150,55 @@ def test_timestamps_with_one_offset_keep_it(offset):
         datetime_seconds(utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ"), col.format),
         datetime_seconds(df["ts"], col.format),
     )
+
+
+# --- schema override values -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"min": "0"}, "min must be a number, got '0'"),
+        ({"max": True}, "max must be a number, got True"),
+        ({"decimals": "2"}, "decimals must be a whole number >= 0, got '2'"),
+        ({"decimals": 1.5}, "decimals must be a whole number >= 0, got 1.5"),
+        ({"decimals": -1}, "decimals must be a whole number >= 0, got -1"),
+        ({"min": 100, "max": 10}, r"min \(100\) is above max \(10\)"),
+        ({"min": 100}, r"min \(100\) is above max \(89\); the max is the data's largest value, set max too"),
+        ({"clip": "no"}, "clip must be true or false, got 'no'"),
+        ({"unit": -60}, "unit must be >= 0 seconds"),
+    ],
+)
+def test_schema_override_values_are_checked(spec, message):
+    with pytest.raises(DataError, match=r"^schema override for column 'age': " + message):
+        infer_schema(mixed(), {"age": spec})
+
+
+def test_schema_override_file_with_a_bad_value_is_one_line(tmp_path, capsys):
+    mixed(60).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "s.yaml").write_text("columns:\n  price: {decimals: '2'}\n", encoding="utf-8")
+    capsys.readouterr()
+    cmd = [
+        "tabular",
+        "fit",
+        str(tmp_path / "t.csv"),
+        "--schema",
+        str(tmp_path / "s.yaml"),
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    assert main([*cmd, "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "ganforge: error: schema override for column 'price': decimals must be a whole number >= 0, got '2'"
+    ]
+    # Good values still apply; 2.0 from a file is the whole number 2.
+    user = {"age": {"min": 0, "max": 120.5}, "price": {"decimals": 2.0, "clip": False}}
+    schema = infer_schema(mixed(), user)
+    assert (schema["age"].min, schema["age"].max) == (0, 120.5)
+    assert (
+        schema["price"].decimals == 2
+        and isinstance(schema["price"].decimals, int)
+        and not schema["price"].clip
+    )
+    assert user["price"]["decimals"] == 2.0 and isinstance(user["price"]["decimals"], float)  # not changed

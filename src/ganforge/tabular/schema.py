@@ -111,6 +111,12 @@ def infer_schema(df: pd.DataFrame, overrides: dict[str, Any] | str | Path | None
         for key, value in user.get(name, {}).items():
             if key != "kind":
                 setattr(col, key, value)
+        if col.min is not None and col.max is not None and col.min > col.max:  # one bound set, one seen
+            seen = "max" if "min" in user.get(name, {}) else "min"
+            raise DataError(
+                f"schema override for column {name!r}: min ({col.min:g}) is above max ({col.max:g}); "
+                f"the {seen} is the data's {'largest' if seen == 'max' else 'smallest'} value, set {seen} too"
+            )
         columns.append(col)
     return Schema(columns)
 
@@ -146,8 +152,37 @@ def load_overrides(overrides: dict[str, Any] | str | Path | None) -> dict[str, d
                 f"schema override for column {name!r}: unknown kind {spec['kind']!r}"
                 f"{suggest(str(spec['kind']), KINDS)}; kinds: {', '.join(KINDS)}"
             )
-        out[name] = dict(spec)
+        out[name] = spec = dict(spec)  # a copy: check_values normalises it
+        check_values(name, spec)
     return out
+
+
+def check_values(name: Any, spec: dict[str, Any]) -> None:
+    """DataError naming the column and field of an override value of the wrong type or range: it
+    would otherwise pass the fit and break (or silently skew) sampling."""
+
+    def fail(msg: str) -> DataError:
+        return DataError(f"schema override for column {name!r}: {msg}")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+    for key in ("min", "max", "unit"):
+        if spec.get(key) is not None and not number(spec[key]):
+            raise fail(f"{key} must be a number, got {spec[key]!r}")
+    if spec.get("unit") is not None and spec["unit"] < 0:
+        raise fail(f"unit must be >= 0 seconds, got {spec['unit']!r}")
+    d = spec.get("decimals")
+    if d is not None and not (number(d) and d >= 0 and float(d).is_integer()):
+        raise fail(f"decimals must be a whole number >= 0, got {d!r}")
+    if d is not None:
+        spec["decimals"] = int(d)  # 2.0 from a YAML file: np.round needs an int
+    if "clip" in spec and not isinstance(spec["clip"], bool):
+        raise fail(f"clip must be true or false, got {spec['clip']!r}")
+    if spec.get("format") is not None and not isinstance(spec["format"], str):
+        raise fail(f"format must be text, got {spec['format']!r}")
+    if spec.get("min") is not None and spec.get("max") is not None and spec["min"] > spec["max"]:
+        raise fail(f"min ({spec['min']}) is above max ({spec['max']})")
 
 
 def infer_column(name: str, s: pd.Series, kind: str | None = None) -> ColumnSchema:
