@@ -6,7 +6,7 @@ import pytest
 
 from ganforge.cli import main
 from ganforge.errors import ConfigError
-from ganforge.sweep import cell_name, cell_overrides, parse_grid, summarise
+from ganforge.sweep import cell_name, cell_overrides, parse_grid, summarise, summary_markdown
 
 
 def test_parse_grid():
@@ -59,6 +59,17 @@ def test_sweep_end_to_end_and_continues(tmp_path, capsys):
     assert "| train.g_lr |" in capsys.readouterr().out
     assert main(args) == 0  # a second call finds every run done and trains nothing
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
+    capsys.readouterr()
+    other = [*args[:-2], "--steps", "4", "--out", str(out)]  # another setting: refused, nothing mixed in
+    assert main(other) == 2
+    assert "holds a sweep made with other settings (steps: 3, now 4)" in capsys.readouterr().err
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_summary_without_any_value_names_no_winner():
+    rows = summarise([{"cell": {"a": "1"}, "cell_name": "a=1", "value": None}], lower=False)
+    text = summary_markdown(rows, "rkl", lower=False, seeds=1)
+    assert "Best" not in text and "No cell has a rkl value" in text
 
 
 def test_sweep_rejects_bad_key_before_training(tmp_path, capsys):

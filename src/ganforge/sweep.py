@@ -93,7 +93,11 @@ def sweep(
     group, lower = metric_group(metric)
 
     root = Path(out)
+    settings = {"data": data, "model": model, "loss": loss, "steps": steps, "metric": metric, "n": n}
+    settings["overrides"] = list(overrides)
+    check_same_sweep(root / "sweep.json", settings)
     root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.json").write_text(json.dumps(settings, indent=1), encoding="utf-8")
     results_path = root / "results.jsonl"
     done = {(r["cell_name"], r["seed"]): r for r in read_results(results_path)}
     results = []
@@ -121,7 +125,7 @@ def sweep(
                 "cell_name": name,
                 "seed": seed,
                 "metric": metric,
-                "value": values.get(metric, math.nan),
+                "value": finite_or_none(values.get(metric)),
                 "values": values,
             }
             with results_path.open("a", encoding="utf-8") as fh:
@@ -131,6 +135,29 @@ def sweep(
     (root / "summary.md").write_text(summary_markdown(summary, metric, lower, seeds), encoding="utf-8")
     plot_heatmap(summary, axes, metric, root / f"heatmap_{metric}.png")
     return results
+
+
+def check_same_sweep(path: Path, settings: dict[str, Any]) -> None:
+    """A sweep continues in its folder only with the settings its runs were made with (the grid
+    and the seeds may grow); anything else would mix old results into a new summary."""
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{path} is corrupt; choose another --out") from None
+    changed = [k for k in settings if before.get(k) != settings[k]]
+    if changed:
+        k = changed[0]
+        raise ConfigError(
+            f"{path.parent} holds a sweep made with other settings ({k}: {before.get(k)!r}, now "
+            f"{settings[k]!r}); choose another --out, or repeat its settings to continue it"
+        )
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A metric value for JSON: NaN and infinities (no value) as null."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -184,7 +211,10 @@ def summary_markdown(rows: list[dict[str, Any]], metric: str, lower: bool, seeds
         )
     if rows:
         best = ", ".join(f"{k}={v}" for k, v in rows[0]["cell"].items())
-        lines += ["", f"Best: {best} ({metric} {rows[0]['mean']:.4g} ± {rows[0]['se']:.2g})."]
+        if math.isfinite(rows[0]["mean"]):
+            lines += ["", f"Best: {best} ({metric} {rows[0]['mean']:.4g} ± {rows[0]['se']:.2g})."]
+        else:
+            lines += ["", f"No cell has a {metric} value (e.g. no mode found): nothing to rank."]
     return "\n".join(lines) + "\n"
 
 
