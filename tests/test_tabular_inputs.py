@@ -120,3 +120,15 @@ def test_cli_output_paths_and_delimiters(tmp_path, capsys):
     )
     qty = [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
     assert all(q == "" or q.isdigit() for q in qty) and "" in qty
+
+
+def test_decimals_are_the_fewest_that_reproduce_values_up_to_float_noise():
+    from ganforge.tabular.schema import _decimals
+
+    assert _decimals(np.array([1.25, 2.5, 3.0])) == 2
+    assert _decimals(np.array([0.1 + 0.2, 7.0])) == 1  # float64 noise
+    assert _decimals(np.array([1.1, 2.7], dtype=np.float32).astype(np.float64)) == 1  # float32 noise
+    assert _decimals(np.array([3.0, -4.0, 0.0])) == 0
+    tiny_values = np.random.default_rng(0).uniform(1e-9, 1e-7, 40)
+    assert _decimals(tiny_values) is None  # not "0 decimals": they would all become 0.0
+    assert _decimals(np.array([1e-300, 2e-300])) is None

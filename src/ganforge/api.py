@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .config import Config, DataConfig, from_dict, load_file, merge, overrides_to_dict, to_dict
-from .data import Dataset, load_dataset
+from .data import DATASETS, Dataset, load_dataset
 from .diagnostics import Monitor
 from .engine import Callback, Trainer
 from .engine.distributed import Distributed
@@ -90,7 +90,13 @@ def user_settings(
     if flags:
         raise ConfigError(f"unknown option(s): {', '.join(sorted(flags))}")
     named = prune_none(named)
-    return merge(merge(settings, named), overrides_to_dict(list(overrides)))
+    merged = merge(merge(settings, named), overrides_to_dict(list(overrides)))
+    name = (merged.get("data") or {}).get("name")
+    if isinstance(name, str) and name not in DATASETS:
+        path = Path(name).expanduser()
+        if path.exists():  # stored absolute: the run resumes and evaluates from any folder
+            merged["data"]["name"] = str(path.resolve())
+    return merged
 
 
 def prune_none(d: dict[str, Any]) -> dict[str, Any]:

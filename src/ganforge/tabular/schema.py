@@ -255,9 +255,12 @@ def _datetime_format(nonnull: pd.Series) -> str | None:
     "+00:00" (offsets that vary, e.g. with daylight saving time: written as UTC)."""
     from pandas.tseries.api import guess_datetime_format
 
-    if not len(nonnull):
+    if not len(nonnull) or not isinstance(nonnull.iloc[0], str):  # bytes, numbers, ...: not text dates
         return None
-    text = nonnull.astype(str)
+    try:
+        text = nonnull.astype(str)
+    except (UnicodeDecodeError, ValueError, TypeError):
+        return None
     first = text.iloc[0]
     if not re.search(r"\d{1,4}[-/.:]\d{1,2}", first):  # not a date-like string ("12", "1.5", "abc")
         return None
@@ -311,8 +314,10 @@ def _datetime_unit(seconds: np.ndarray) -> float:
 def _decimals(values: np.ndarray, most: int = 6) -> int | None:
     """Fewest decimals (<= `most`) that reproduce every value, e.g. 2 for prices in cents."""
     values = values[np.isfinite(values)]
-    ulp = 4 * np.spacing(np.abs(values))  # float noise, e.g. 0.1 + 0.2 = 0.30000000000000004
+    # Float noise, relative to each value: float64's (0.1 + 0.2 = 0.30000000000000004) or float32's
+    # (a Parquet float32 1.1 is 1.100000023841858). Relative, so that 5e-8 is not "0 decimals".
+    noise = np.maximum(4 * np.spacing(np.abs(values)), 1.2e-7 * np.abs(values))
     for d in range(most + 1):
-        if np.all(np.abs(np.round(values, d) - values) <= np.maximum(1e-6 * 10.0**-d, ulp)):
+        if np.all(np.abs(np.round(values, d) - values) <= noise):
             return d
     return None
