@@ -66,6 +66,19 @@ def test_uppercase_suffixes_and_output_paths_that_cannot_be_written(ring_run, tm
     assert "is a directory" in err[0] and all("folder path is a file" in line for line in err[1:])
 
 
+def test_user_data_path_is_stored_absolute(tmp_path, monkeypatch):
+    import yaml
+
+    np.save(tmp_path / "pts.npy", np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--data", "pts.npy", "--model", "mlp", "--steps", "3", "--batch-size", "8"]
+    assert main([*args, "--out", "run", "--quiet", *sets("mlp")]) == 0
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["name"]
+    assert stored == str(tmp_path / "pts.npy")  # resume and evaluate work from any folder
+    monkeypatch.chdir(tmp_path.parent)
+    assert main(["train", "--resume", str(tmp_path / "run"), "--steps", "4", "--quiet"]) == 0
+
+
 def test_progress_survives_a_closed_stream():
     import io
 
