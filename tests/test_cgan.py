@@ -219,8 +219,12 @@ def test_save_load_sample_round_trip(tmp_path, capsys):
     labels = torch.tensor([4, 4, 9, 0, 1])
     assert torch.equal(gan.sample(5, seed=2, labels=labels), loaded.sample(5, seed=2, labels=labels))
     assert torch.equal(loaded.sample(20), loaded.sample(20, labels=torch.arange(20) % 10))  # default: in turn
-    with pytest.raises(ConfigError, match=r"labels must be 3 class indices in \[0, 10\)"):
-        loaded.sample(3, labels=[0, 1, 10])
+    for bad in ([0, 1, 10], [0.5, 1, 2], [True, False, True]):  # out of range, fractions, booleans
+        with pytest.raises(ConfigError, match=r"labels must be 3 whole class numbers in \[0, 10\)"):
+            loaded.sample(3, labels=bad)
+    for n in (2.5, "3", True):
+        with pytest.raises(ConfigError, match="n must be a whole number of at least 1"):
+            loaded.sample(n)
     # The CLI: a grid with one column per class, and .npz with the labels asked for.
     assert main(["sample", str(tmp_path / "run"), "--n", "25", "--out", str(tmp_path / "grid.png")]) == 0
     w, h = Image.open(tmp_path / "grid.png").size

@@ -41,6 +41,13 @@ def test_override_needs_equals():
         overrides_to_dict(["train.steps"])
 
 
+def test_yaml_syntax_errors_say_where_and_what(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  g_lr: [1\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML: line 3, column 1: expected ',' or '\]'"):
+        load_file(bad)
+
+
 def test_yaml_python_tags_are_refused(tmp_path):
     bad = tmp_path / "evil.yaml"
     bad.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
@@ -77,7 +84,9 @@ def test_points_recipe_scales_r1_gamma_with_the_data_variance():
 
 def test_points_recipe_samples_with_jacobian_truncation_and_images_do_not():
     assert build_config({}, POINTS).sample.jacobian_limit == 20.0
-    assert build_config({"sample": {"jacobian_limit": 0}}, POINTS).sample.jacobian_limit == 0.0  # the user wins
+    assert (
+        build_config({"sample": {"jacobian_limit": 0}}, POINTS).sample.jacobian_limit == 0.0
+    )  # the user wins
     assert build_config({}, IMAGES).sample.jacobian_limit == 0.0
     assert build_config({"model": "mlp"}, IMAGES).sample.jacobian_limit == 0.0
 

@@ -175,6 +175,7 @@ def test_cli_evaluate_table_and_json(ring_run, capsys):
         (["--extractor", "inception"], "GANFORGE_INCEPTION_WEIGHTS"),
         (["--extractor", "inceptoin"], "unknown extractor 'inceptoin' (did you mean 'inception'?)"),
         (["--n", "1"], "n must be at least 2"),
+        (["--inception-weights", "/nonexistent.pth"], "--inception-weights /nonexistent.pth: no such file"),
     ],
 )
 def test_cli_evaluate_bad_inputs(digits_run, capsys, monkeypatch, args, message):

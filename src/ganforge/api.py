@@ -169,16 +169,22 @@ class GAN:
         truncation, Tanielian et al. 2020: removes samples in transit between modes; 0 = off);
         None keeps the run's `sample.jacobian_limit`.
         """
-        if n < 1:
-            raise ConfigError(f"n must be at least 1, got {n}")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"n must be a whole number of at least 1, got {n!r}")
         fam = self.trainer.family
         y = None
         if fam.conditional:
-            y = torch.as_tensor(
-                labels if labels is not None else torch.arange(n) % self.spec.n_classes
-            ).long()
-            if y.shape != (n,) or (y < 0).any() or (y >= self.spec.n_classes).any():
-                raise ConfigError(f"labels must be {n} class indices in [0, {self.spec.n_classes})")
+            y = torch.as_tensor(labels if labels is not None else torch.arange(n) % self.spec.n_classes)
+            k = self.spec.n_classes
+            if (
+                y.shape != (n,)
+                or y.is_floating_point()
+                or y.dtype == torch.bool
+                or (y < 0).any()
+                or (y >= k).any()
+            ):
+                raise ConfigError(f"labels must be {n} whole class numbers in [0, {k}), one per sample")
+            y = y.long()
         elif labels is not None:
             raise ConfigError(f"model {self.cfg.model!r} is unconditional: it takes no labels")
         with truncated(fam, truncation):

@@ -173,7 +173,9 @@ class StabConfig:
 class SampleConfig:
     """How samples are drawn from the trained generator (not how it trains)."""
 
-    jacobian_limit: float = 0.0  # JBTS: redraw z where ||dG/dz||_F > this x its median (Tanielian et al. 2020; 0 = off)
+    jacobian_limit: float = (
+        0.0  # JBTS: redraw z where ||dG/dz||_F > this x its median (Tanielian et al. 2020; 0 = off)
+    )
 
     def validate(self) -> None:
         if self.jacobian_limit and not self.jacobian_limit > 1.0:
@@ -370,6 +372,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as err:
         reason = str(err).splitlines()[0]
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:  # YAML: where and what ("line 3, column 1: expected ',' or ']' ...")
+            reason = (
+                f"line {mark.line + 1}, column {mark.column + 1}: {getattr(err, 'problem', None) or reason}"
+            )
         raise ConfigError(
             f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {reason}"
         ) from None

@@ -424,6 +424,8 @@ def evaluate(
     if jacobian_limit is not None:
         gan.trainer.cfg.sample = SampleConfig(jacobian_limit=jacobian_limit)
         gan.trainer.cfg.sample.validate()
+    if inception_weights is not None and not Path(inception_weights).expanduser().is_file():
+        raise ConfigError(f"--inception-weights {inception_weights}: no such file")  # even when unused
     real = real_dataset(gan.cfg, gan.spec, against)
     ext = get_extractor(
         gan.cfg.data.name, gan.spec.kind, gan.spec.shape, extractor, inception_weights, resize, device
