@@ -121,6 +121,15 @@ def test_list(capsys):
     text = capsys.readouterr().out
     for name in ("dcgan", "mlp", "wgan-gp", "hinge", "lsgan", "minimax", "ring8", "grid25", "digits"):
         assert name in text
+    assert "(PacGAN, Sec. 5.1)." in text and "the analogue of Stacked MNIST (Metz et al. 2017" in text
+
+
+def test_first_sentence_keeps_abbreviations():
+    from ganforge.api import first_sentence
+
+    doc = "A spiral (Smith et al. 2020,\n    Sec. 3.1), centred. More detail.\n\nAnother paragraph."
+    assert first_sentence(doc) == "A spiral (Smith et al. 2020, Sec. 3.1), centred."
+    assert first_sentence("No full stop") == "No full stop"
 
 
 BAD_TRAIN = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -361,8 +362,15 @@ def list_components() -> dict[str, list[tuple[str, str]]]:
     return {
         "models": [(name, fam.description) for name, fam in FAMILIES.items()],
         "losses": [(name, loss.description) for name, loss in LOSSES.items()],
-        "datasets": [(name, (fn.__doc__ or "").strip().splitlines()[0]) for name, fn in DATASETS.items()],
+        "datasets": [(name, first_sentence(fn.__doc__ or "")) for name, fn in DATASETS.items()],
     }
+
+
+def first_sentence(doc: str) -> str:
+    """A docstring's first sentence on one line (its first paragraph up to ". "), for listings."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    end = re.search(r"(?<!\bal)(?<!\bSec)(?<!\bEq)\.\s+(?=[A-Z])", paragraph)  # not "et al. Smith"
+    return paragraph if end is None else paragraph[: end.start() + 1]
 
 
 __all__ = ["GAN", "GanforgeError", "list_components", "load", "train"]
