@@ -132,3 +132,12 @@ def test_decimals_are_the_fewest_that_reproduce_values_up_to_float_noise():
     tiny_values = np.random.default_rng(0).uniform(1e-9, 1e-7, 40)
     assert _decimals(tiny_values) is None  # not "0 decimals": they would all become 0.0
     assert _decimals(np.array([1e-300, 2e-300])) is None
+
+
+def test_schema_keys_that_yaml_reads_as_numbers_or_booleans():
+    from ganforge.tabular import infer_schema
+
+    df = pd.DataFrame({"yes": [1, 2, 3], "2020": [1.5, 2.5, 3.5]})
+    assert infer_schema(df, {"columns": {2020: {"kind": "categorical"}}})["2020"].kind == "categorical"
+    with pytest.raises(DataError, match="unknown column True .*quote the column name"):
+        infer_schema(df, {"columns": {True: {"kind": "categorical"}}})  # `yes:` unquoted

@@ -98,11 +98,18 @@ def infer_schema(df: pd.DataFrame, overrides: dict[str, Any] | str | Path | None
         dup = df.columns[df.columns.duplicated()][0]
         raise DataError(f"column name {dup!r} appears more than once")
     user = load_overrides(overrides)
+    names = {str(c) for c in df.columns}
+    user = {str(k) if not isinstance(k, str) and str(k) in names else k: v for k, v in user.items()}  # 2020:
     unknown = [k for k in user if k not in df.columns]
     if unknown:
+        key = unknown[0]
+        hint = (
+            " (YAML reads unquoted yes/no/on/off/null and numbers as non-text: quote the column name)"
+            if not isinstance(key, str)
+            else ""
+        )
         raise DataError(
-            f"schema override names unknown column {unknown[0]!r}"
-            f"{suggest(str(unknown[0]), [str(c) for c in df.columns])}"
+            f"schema override names unknown column {key!r}{suggest(str(key), [str(c) for c in df.columns])}{hint}"
         )
     columns = []
     for name in df.columns:
