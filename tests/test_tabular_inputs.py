@@ -141,3 +141,12 @@ def test_schema_keys_that_yaml_reads_as_numbers_or_booleans():
     assert infer_schema(df, {"columns": {2020: {"kind": "categorical"}}})["2020"].kind == "categorical"
     with pytest.raises(DataError, match="unknown column True .*quote the column name"):
         infer_schema(df, {"columns": {True: {"kind": "categorical"}}})  # `yes:` unquoted
+
+
+def test_numbers_written_with_leading_zeros_stay_text(tmp_path):
+    from ganforge.tabular import read_table
+
+    (tmp_path / "z.csv").write_text("zip;amount;n\n01234;0.5;7\n02110;-0.25;08\n10001;2;9\n")
+    df, _ = read_table(tmp_path / "z.csv")
+    assert df["zip"].tolist() == ["01234", "02110", "10001"] and df["n"].tolist() == ["7", "08", "9"]
+    assert df["amount"].tolist() == [0.5, -0.25, 2.0]  # "0.5" is a number, not a code

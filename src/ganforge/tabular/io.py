@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ def read_table(
         raise DataError(
             f"{path}: cannot parse with delimiter {delimiter!r}: {str(err).strip().splitlines()[-1]}"
         ) from None
+    _keep_leading_zeros(df, text, delimiter)
     header = text.splitlines()[0] if text.strip() else ""
     if df.shape[1] == 1:
         others = [d for d in DELIMITERS if d != delimiter and d in header]
@@ -116,6 +118,18 @@ def _check_not_empty(df: pd.DataFrame, path: Path) -> None:
         raise DataError(f"{path} holds no columns")
     if df.shape[0] == 0:
         raise DataError(f"{path} has a header but no rows")
+
+
+def _keep_leading_zeros(df: pd.DataFrame, text: str, delimiter: str) -> None:
+    """Numeric columns written with leading zeros ("01234", "007": zip codes, product codes) are
+    text: read as numbers they would lose their zeros. Re-read those columns as text, in place."""
+    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and df[c].dtype != bool]
+    if not numeric or not re.search(r"(^|[\s" + re.escape(delimiter) + r'"])[-+]?0\d', text):
+        return
+    raw = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, usecols=numeric)
+    for name in numeric:
+        if raw[name].str.match(r"\s*[-+]?0\d").any():
+            df[name] = raw[name]
 
 
 def write_table(df: pd.DataFrame, path: str | Path, source: TableSource | None = None) -> Path:
