@@ -66,7 +66,7 @@ def test_uppercase_suffixes_and_output_paths_that_cannot_be_written(ring_run, tm
     assert "is a directory" in err[0] and all("folder path is a file" in line for line in err[1:])
 
 
-def test_user_data_path_is_stored_absolute(tmp_path, monkeypatch):
+def test_user_data_path_is_stored_absolute(tmp_path, monkeypatch, capsys):
     import yaml
 
     np.save(tmp_path / "pts.npy", np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))
@@ -76,7 +76,13 @@ def test_user_data_path_is_stored_absolute(tmp_path, monkeypatch):
     stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["name"]
     assert stored == str(tmp_path / "pts.npy")  # resume and evaluate work from any folder
     monkeypatch.chdir(tmp_path.parent)
+    capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "run"), "--steps", "4", "--quiet"]) == 0
+    assert "data changed" not in capsys.readouterr().err
+    # The file changed under the run: the resume goes on, and says it will not be reproducible.
+    np.save(tmp_path / "pts.npy", np.random.default_rng(1).normal(size=(70, 2)).astype(np.float32))
+    assert main(["train", "--resume", str(tmp_path / "run"), "--steps", "5", "--quiet"]) == 0
+    assert "ganforge: warning: the data changed since" in capsys.readouterr().err
 
 
 def test_progress_survives_a_closed_stream():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from .diagnostics import Monitor
 from .engine import Callback, Trainer
 from .engine.distributed import Distributed
 from .engine.rng import seed_global_rngs
-from .engine.run import Progress, RunFolder, RunWriter
+from .engine.run import Progress, RunFolder, RunWriter, data_fingerprint
 from .engine.sampling import sample_batches
-from .errors import CheckpointError, ConfigError, GanforgeError
+from .errors import CheckpointError, ConfigError, GanforgeError, GanforgeWarning
 from .families import FAMILIES, DataSpec, Family
 from .losses import LOSSES
 
@@ -327,7 +328,17 @@ def train(
         else:
             seed_global_rngs(cfg.train.seed)
         if main:
-            folder.write_config(trainer, ds.notes)
+            fingerprint = data_fingerprint(ds.x, ds.y)
+            before = folder.data_fingerprint() if resuming else None
+            if before and before != fingerprint:
+                warnings.warn(
+                    f"the data changed since {folder.root} last trained ({before['items']} items then, "
+                    f"{fingerprint['items']} now, different content): the run continues on the new data "
+                    "and will not match an uninterrupted run",
+                    GanforgeWarning,
+                    stacklevel=2,
+                )
+            folder.write_config(trainer, ds.notes, fingerprint)
         trainer.fit()
     return GAN(trainer, folder.root)
 

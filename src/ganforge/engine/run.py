@@ -16,6 +16,7 @@ written, so that every rank can roll back to it (:mod:`.distributed`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -63,7 +64,8 @@ class RunFolder:
         written = self.config.is_file() or self.info.is_file()  # the first files a run writes
         return self.root.is_dir() and written and not self.has_checkpoint()
 
-    def write_config(self, trainer: Trainer, notes: list[str]) -> None:
+    def write_config(self, trainer: Trainer, notes: list[str], data: dict[str, Any] | None = None) -> None:
+        """config.yaml and run.json; `data` is the dataset's fingerprint (:func:`data_fingerprint`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write(self.config, lambda tmp: save_file(trainer.cfg, tmp))
         info = {
@@ -73,10 +75,18 @@ class RunFolder:
             "device": str(trainer.device),
             "spec": trainer.spec.to_dict(),
             "data_notes": notes,
+            "data": data,
         }
         atomic_write(
             self.info, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2), encoding="utf-8")
         )
+
+    def data_fingerprint(self) -> dict[str, Any] | None:
+        """The fingerprint of the data the run was started (or last resumed) on, if recorded."""
+        try:
+            return json.loads(self.info.read_text(encoding="utf-8")).get("data")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def truncate_stats(self, step: int) -> None:
         """Drop stats lines past `step` (written after the last checkpoint of a killed run)."""
@@ -194,6 +204,16 @@ class RunWriter(Callback):
             return REFUSED
         self.folder.checkpoints.save(tensors, meta, trainer.step, keep_last=trainer.cfg.train.keep_last)
         return SAVED
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor | None) -> dict[str, Any]:
+    """Item count and a BLAKE2 digest of the training tensors: a resume on changed data (images
+    added to the folder, a file replaced) is then noticed instead of silently not reproducible."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    if y is not None:
+        digest.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return {"items": int(x.shape[0]), "digest": digest.hexdigest()}
 
 
 class Progress(Callback):
