@@ -150,3 +150,17 @@ def test_numbers_written_with_leading_zeros_stay_text(tmp_path):
     df, _ = read_table(tmp_path / "z.csv")
     assert df["zip"].tolist() == ["01234", "02110", "10001"] and df["n"].tolist() == ["7", "08", "9"]
     assert df["amount"].tolist() == [0.5, -0.25, 2.0]  # "0.5" is a number, not a code
+
+
+def test_decimal_commas_are_numbers_and_are_written_back(tmp_path):
+    from ganforge.tabular import read_table, write_table
+
+    text = "a;price;big;code\nx;3,80;41.050,23;A1\ny;13,3;20.652,5;B2\nx;-0,25;999,5;C3\n"
+    (tmp_path / "e.csv").write_text(text)
+    df, source = read_table(tmp_path / "e.csv")
+    assert df["price"].tolist() == [3.8, 13.3, -0.25] and df["big"].tolist() == [41050.23, 20652.5, 999.5]
+    assert df["code"].tolist() == ["A1", "B2", "C3"] and source.decimal == ","
+    write_table(df, tmp_path / "out.csv", source)
+    assert (tmp_path / "out.csv").read_text().splitlines()[1] == "x;3,8;41050,23;A1"
+    (tmp_path / "c.csv").write_text("a,b\n1,2\n3,4\n")  # a comma-separated file: commas delimit
+    assert read_table(tmp_path / "c.csv")[1].decimal == "."

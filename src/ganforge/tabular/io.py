@@ -32,6 +32,7 @@ class TableSource:
     format: str = "csv"  # "csv" | "parquet"
     delimiter: str = ","
     encoding: str = "utf-8"
+    decimal: str = "."  # "," for files written with decimal commas (12,5), as much of Europe does
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -91,6 +92,11 @@ def read_table(
         raise DataError(
             f"{path}: cannot parse with delimiter {delimiter!r}: {str(err).strip().splitlines()[-1]}"
         ) from None
+    decimal = "."
+    if delimiter != "," and _has_decimal_commas(df):  # "12,5" in a ;-separated file: a number
+        thousands = "." if any(_thousands_dots(df[c]) for c in _text_columns(df)) else None
+        df = pd.read_csv(io.StringIO(text), sep=delimiter, decimal=",", thousands=thousands)
+        decimal = ","
     _keep_leading_zeros(df, text, delimiter)
     header = text.splitlines()[0] if text.strip() else ""
     if df.shape[1] == 1:
@@ -101,7 +107,7 @@ def read_table(
                 f"wrong delimiter? (pass delimiter={others[0]!r}, CLI --delimiter)"
             )
     _check_not_empty(df, path)
-    return df, TableSource("csv", delimiter, encoding)
+    return df, TableSource("csv", delimiter, encoding, decimal)
 
 
 def sniff_delimiter(text: str, default: str = ",") -> str:
@@ -118,6 +124,34 @@ def _check_not_empty(df: pd.DataFrame, path: Path) -> None:
         raise DataError(f"{path} holds no columns")
     if df.shape[0] == 0:
         raise DataError(f"{path} has a header but no rows")
+
+
+DECIMAL_COMMA = re.compile(r"\s*[-+]?(\d+|\d{1,3}(\.\d{3})+)(,\d+)?\s*")  # 12 / -0,25 / 1.234,56
+
+
+def _text_columns(df: pd.DataFrame) -> list[Any]:
+    return [
+        c for c in df.columns if pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])
+    ]
+
+
+def _column_matches(s: pd.Series, pattern: re.Pattern[str]) -> bool:
+    values = s.dropna().astype(str)
+    return len(values) > 0 and bool(values.str.fullmatch(pattern).all())
+
+
+def _has_decimal_commas(df: pd.DataFrame) -> bool:
+    """A text column all of whose values are numbers with a decimal comma (at least one)."""
+    for c in _text_columns(df):
+        values = df[c].dropna().astype(str)
+        if values.str.contains(",", regex=False).any() and _column_matches(values, DECIMAL_COMMA):
+            return True
+    return False
+
+
+def _thousands_dots(s: pd.Series) -> bool:
+    """A decimal-comma column that groups thousands with dots (1.234,56)."""
+    return _column_matches(s, DECIMAL_COMMA) and bool(s.dropna().astype(str).str.contains(r"\d\.\d{3}").any())
 
 
 def _keep_leading_zeros(df: pd.DataFrame, text: str, delimiter: str) -> None:
@@ -141,5 +175,7 @@ def write_table(df: pd.DataFrame, path: str | Path, source: TableSource | None =
         return path
     src = source if source is not None and source.format == "csv" else TableSource()
     sep = "\t" if path.suffix.lower() == ".tsv" else src.delimiter
-    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, sep=sep, encoding=src.encoding))
+    atomic_write(
+        path, lambda tmp: df.to_csv(tmp, index=False, sep=sep, encoding=src.encoding, decimal=src.decimal)
+    )
     return path
