@@ -164,3 +164,11 @@ def test_decimal_commas_are_numbers_and_are_written_back(tmp_path):
     assert (tmp_path / "out.csv").read_text().splitlines()[1] == "x;3,8;41050,23;A1"
     (tmp_path / "c.csv").write_text("a,b\n1,2\n3,4\n")  # a comma-separated file: commas delimit
     assert read_table(tmp_path / "c.csv")[1].decimal == "."
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path):
+    from ganforge.tabular import read_table
+
+    (tmp_path / "d.csv").write_text("a,a,b\n1,2,x\n3,4,y\n")
+    with pytest.raises(DataError, match="column 'a' appears twice in the header"):
+        read_table(tmp_path / "d.csv")

@@ -99,6 +99,10 @@ def read_table(
         decimal = ","
     _keep_leading_zeros(df, text, delimiter)
     header = text.splitlines()[0] if text.strip() else ""
+    names = next(csv.reader([header], delimiter=delimiter), [])
+    repeated = sorted({n for n in names if n and names.count(n) > 1})
+    if repeated:  # pandas would rename the second one to "name.1": the samples' header would differ
+        raise DataError(f"{path}: column {repeated[0]!r} appears twice in the header; rename one")
     if df.shape[1] == 1:
         others = [d for d in DELIMITERS if d != delimiter and d in header]
         if others:
