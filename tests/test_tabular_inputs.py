@@ -172,3 +172,14 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path):
     (tmp_path / "d.csv").write_text("a,a,b\n1,2,x\n3,4,y\n")
     with pytest.raises(DataError, match="column 'a' appears twice in the header"):
         read_table(tmp_path / "d.csv")
+
+
+def test_pandas_categoricals_come_back_with_their_categories_and_order(tmp_path):
+    levels = ["lo", "mid", "hi", "unused"]
+    df = pd.DataFrame(
+        {"c": pd.Categorical(["lo", "mid", "hi"] * 20, categories=levels, ordered=True), "v": range(60)}
+    )
+    tiny().fit(df).save(tmp_path / "m")
+    out = TabularGAN.load(tmp_path / "m").sample(30)
+    assert out["c"].dtype == df["c"].dtype  # the same categories, in order, and ordered
+    assert set(out["c"]) <= {"lo", "mid", "hi"}

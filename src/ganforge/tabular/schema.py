@@ -52,6 +52,8 @@ class ColumnSchema:
     decimals: int | None = None  # round generated values to this many decimals (None: no rounding)
     format: str | None = None  # strftime format of datetime columns read as text (UTC offset as literal text)
     unit: float = 1.0  # datetime resolution in seconds (86400 = whole days)
+    levels: list[Any] | None = None  # pandas categorical dtype: its categories, in order (unused ones too)
+    ordered: bool = False  # pandas categorical dtype: ordered
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -195,6 +197,10 @@ def check_values(name: Any, spec: dict[str, Any]) -> None:
 def infer_column(name: str, s: pd.Series, kind: str | None = None) -> ColumnSchema:
     """Infer one column's kind (unless `kind` is forced) and the facts the transformer needs."""
     col = ColumnSchema(name=name, kind="categorical", dtype=str(s.dtype), nullable=bool(s.isna().any()))
+    if isinstance(s.dtype, pd.CategoricalDtype):  # restored with its categories and their order
+        levels = [v.item() if isinstance(v, np.generic) else v for v in s.dtype.categories]
+        if all(isinstance(v, (str, int, float, bool)) for v in levels):  # JSON can keep them
+            col.levels, col.ordered = levels, bool(s.dtype.ordered)
     nonnull = s.dropna()
     fmt = None
     if kind in (None, "datetime") and not pd.api.types.is_datetime64_any_dtype(s) and _is_text(s):

@@ -414,6 +414,9 @@ def restore_dtype(values: np.ndarray, col: ColumnSchema) -> pd.Series:
             ts = ts.dt.tz_localize("UTC")
         return ts.astype(col.dtype)
     s = pd.Series(values)
+    if col.dtype == "category" and col.levels is not None:
+        levels = col.levels if col.kind in ("categorical", "boolean") else None  # else: numeric now
+        return s.astype(pd.CategoricalDtype(levels, ordered=col.ordered)) if levels else s.astype("category")
     try:
         return s.astype(col.dtype)
     except (TypeError, ValueError):
