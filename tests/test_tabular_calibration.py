@@ -81,3 +81,16 @@ def test_calibrated_samples_have_the_training_category_frequencies():
     assert model.sample(50, cond_sampling="log").equals(
         model.sample(50, cond_sampling="log", calibrate=False)
     )
+
+
+def test_large_samples_are_calibrated_pool_by_pool(monkeypatch):
+    import ganforge.tabular.model as model_module
+
+    df = mixed(300)
+    model = tiny().fit(df)
+    monkeypatch.setattr(model_module, "CALIBRATE_CHUNK", 100)  # 600 rows: six pools of 300
+    out = model.sample(600)
+    real = df["city"].value_counts(normalize=True)
+    got = out["city"].value_counts(normalize=True).reindex(real.index).fillna(0)
+    assert len(out) == 600 and out.equals(model.sample(600))
+    assert 0.5 * float((got - real).abs().sum()) < 0.06

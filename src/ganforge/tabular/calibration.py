@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 POOL_FACTOR = 3  # rows generated per row returned (benchmarks/bench_tabular.py: 2x -> 3x still helps)
-MAX_EXTRA_POOL = 2_000_000  # at most this many extra rows, whatever the sample size
+CALIBRATE_CHUNK = 100_000  # rows returned per pool (bounds memory for large samples; each pool is raked)
 
 
 def rake_weights(

@@ -34,7 +34,7 @@ from ..engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, DataError, GanforgeError, suggest
 from ..families import DataSpec
 from . import privacy
-from .calibration import MAX_EXTRA_POOL, POOL_FACTOR, rake_weights, weighted_subsample
+from .calibration import CALIBRATE_CHUNK, POOL_FACTOR, rake_weights, weighted_subsample
 from .io import TableSource, read_table
 from .schema import infer_schema
 from .transformer import Codec, TableTransformer, TabularWarning
@@ -289,8 +289,8 @@ class TabularGAN:
         of rare categories, e.g. for a classifier of a rare class, at some cost in marginals) or
         "uniform" (every category alike: the most balanced rows).
 
-        `calibrate` (with "data" and no conditions): draw the rows from a pool of
-        POOL_FACTOR x `n` generated ones, weighted so that every categorical column's category
+        `calibrate` (with "data" and no conditions): draw the rows from pools of POOL_FACTOR
+        times as many generated ones (per CALIBRATE_CHUNK rows), weighted so that every categorical column's category
         frequencies are the training table's (:mod:`ganforge.tabular.calibration`). G's free
         columns lean towards frequent categories; this corrects their margins and keeps the
         pool's associations. `calibrate=False` returns G's rows as they come."""
@@ -341,10 +341,15 @@ class TabularGAN:
             start += c.width
         if not blocks:
             return self._generate(n, None, gen)
-        pool = self._generate(n + min((POOL_FACTOR - 1) * n, MAX_EXTRA_POOL), None, gen)
-        codes = [pool[:, s : s + c.width].argmax(axis=1) for s, c in blocks]
-        weights = rake_weights(codes, [np.asarray(c.counts, dtype=np.float64) for _, c in blocks])
-        return pool[weighted_subsample(weights, n, np.random.default_rng(seed))]
+        targets = [np.asarray(c.counts, dtype=np.float64) for _, c in blocks]
+        rng = np.random.default_rng(seed)
+        parts = []
+        for start in range(0, n, CALIBRATE_CHUNK):  # pools of at most POOL_FACTOR x CALIBRATE_CHUNK rows
+            m = min(CALIBRATE_CHUNK, n - start)
+            pool = self._generate(POOL_FACTOR * m, None, gen)
+            weights = rake_weights([pool[:, s : s + c.width].argmax(axis=1) for s, c in blocks], targets)
+            parts.append(pool[weighted_subsample(weights, m, rng)])
+        return np.concatenate(parts)
 
     def _generate(
         self, n: int, target: tuple[int, int, int] | None, gen: torch.Generator, cond_sampling: str = "data"
