@@ -290,10 +290,11 @@ class TabularGAN:
         "uniform" (every category alike: the most balanced rows).
 
         `calibrate` (with "data" and no conditions): draw the rows from pools of POOL_FACTOR
-        times as many generated ones (per CALIBRATE_CHUNK rows), weighted so that every categorical column's category
-        frequencies are the training table's (:mod:`ganforge.tabular.calibration`). G's free
-        columns lean towards frequent categories; this corrects their margins and keeps the
-        pool's associations. `calibrate=False` returns G's rows as they come."""
+        times as many generated ones (one pool per CALIBRATE_CHUNK rows), weighted so that every
+        categorical column's category frequencies are the training table's
+        (:mod:`ganforge.tabular.calibration`). G's free columns lean towards frequent categories;
+        this corrects their margins and keeps the pool's associations. `calibrate=False` returns
+        G's rows as they come."""
         tr = self._fitted()
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"n must be a whole number of at least 1, got {n!r}")
