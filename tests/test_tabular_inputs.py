@@ -183,3 +183,13 @@ def test_pandas_categoricals_come_back_with_their_categories_and_order(tmp_path)
     out = TabularGAN.load(tmp_path / "m").sample(30)
     assert out["c"].dtype == df["c"].dtype  # the same categories, in order, and ordered
     assert set(out["c"]) <= {"lo", "mid", "hi"}
+
+
+def test_text_timestamps_keep_their_fraction_digits():
+    rng = np.random.default_rng(0)
+    t = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 10**9, 60), unit="ms")
+    text = pd.Series(t.strftime("%Y-%m-%d %H:%M:%S.%f")).str[:-3]  # milliseconds: "...:04.225"
+    text[3] = None
+    df = pd.DataFrame({"t": text, "c": ["a", "b"] * 30})
+    out = tiny().fit(df).sample(200)["t"].dropna()
+    assert out.str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}").all()

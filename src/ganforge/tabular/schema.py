@@ -53,6 +53,7 @@ class ColumnSchema:
     format: str | None = None  # strftime format of datetime columns read as text (UTC offset as literal text)
     unit: float = 1.0  # datetime resolution in seconds (86400 = whole days)
     levels: list[Any] | None = None  # pandas categorical dtype: its categories, in order (unused ones too)
+    fraction_digits: int | None = None  # datetime text with %f: the digits written (3 for milliseconds)
     ordered: bool = False  # pandas categorical dtype: ordered
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,6 +213,9 @@ def infer_column(name: str, s: pd.Series, kind: str | None = None) -> ColumnSche
     col.kind = kind
     if kind == "datetime":
         col.format = fmt
+        if fmt and "%f" in fmt:  # "12:00:52.126": %f would write 6 digits back
+            digits = nonnull.astype(str).str.extract(r"\d[.,](\d{1,9})", expand=False).str.len()
+            col.fraction_digits = int(digits.max()) if digits.notna().any() else None
         seconds = datetime_seconds(s, fmt)
         finite = seconds[~np.isnan(seconds)]
         if len(finite):

@@ -404,12 +404,25 @@ def finish_numeric(values: np.ndarray, col: ColumnSchema) -> np.ndarray:
     return v
 
 
+def format_timestamps(ts: pd.Series, col: ColumnSchema) -> pd.Series:
+    """strftime with the column's format, its %f cut to the fraction digits the data had."""
+    k = col.fraction_digits
+    assert col.format is not None
+    if not k or k >= 6 or "%f" not in col.format:
+        return ts.dt.strftime(col.format)
+    mark = "\u2063"  # an invisible separator no date format holds: where %f's digits go
+    left, right = col.format.split("%f", 1)
+    text = ts.dt.strftime(left + mark + right).str.split(mark, n=1, expand=True)
+    fraction = (ts.dt.microsecond // 10 ** (6 - k)).astype("Int64").astype(str).str.zfill(k)
+    return text[0] + fraction + text[1]
+
+
 def restore_dtype(values: np.ndarray, col: ColumnSchema) -> pd.Series:
     """A Series of the column's original dtype (or the closest one that can hold missing values)."""
     if col.kind == "datetime":
         ts = pd.Series(pd.to_datetime(np.asarray(values, dtype=np.float64) * 1e9, unit="ns"))
         if col.format:  # read as text: write text in the same format
-            return ts.dt.strftime(col.format).astype(object).where(ts.notna(), None).astype(col.dtype)
+            return format_timestamps(ts, col).astype(object).where(ts.notna(), None).astype(col.dtype)
         if "UTC" in col.dtype or "," in col.dtype:  # tz-aware
             ts = ts.dt.tz_localize("UTC")
         return ts.astype(col.dtype)
