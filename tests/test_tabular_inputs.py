@@ -193,3 +193,14 @@ def test_text_timestamps_keep_their_fraction_digits():
     df = pd.DataFrame({"t": text, "c": ["a", "b"] * 30})
     out = tiny().fit(df).sample(200)["t"].dropna()
     assert out.str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}").all()
+
+
+def test_empty_header_names_stay_empty(tmp_path):
+    from ganforge.tabular import read_table, write_table
+
+    pd.DataFrame({"a": [1.5, 2.5, 3.5], "b": ["x", "y", "x"]}).to_csv(tmp_path / "i.csv")  # with the index
+    assert (tmp_path / "i.csv").read_text().splitlines()[0] == ",a,b"
+    df, source = read_table(tmp_path / "i.csv")
+    assert list(df.columns) == ["Unnamed: 0", "a", "b"] and source.blank == ["Unnamed: 0"]
+    write_table(df, tmp_path / "o.csv", source)
+    assert (tmp_path / "o.csv").read_text() == (tmp_path / "i.csv").read_text()

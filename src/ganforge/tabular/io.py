@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class TableSource:
     delimiter: str = ","
     encoding: str = "utf-8"
     decimal: str = "."  # "," for files written with decimal commas (12,5), as much of Europe does
+    blank: list[str] = field(default_factory=list)  # columns whose header was empty (pandas: "Unnamed: 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -100,6 +101,7 @@ def read_table(
     _keep_leading_zeros(df, text, delimiter)
     header = text.splitlines()[0] if text.strip() else ""
     names = next(csv.reader([header], delimiter=delimiter), [])
+    blank = [str(c) for c, n in zip(df.columns, names) if not n.strip() and str(c).startswith("Unnamed: ")]
     repeated = sorted({n for n in names if n and names.count(n) > 1})
     if repeated:  # pandas would rename the second one to "name.1": the samples' header would differ
         raise DataError(f"{path}: column {repeated[0]!r} appears twice in the header; rename one")
@@ -111,7 +113,7 @@ def read_table(
                 f"wrong delimiter? (pass delimiter={others[0]!r}, CLI --delimiter)"
             )
     _check_not_empty(df, path)
-    return df, TableSource("csv", delimiter, encoding, decimal)
+    return df, TableSource("csv", delimiter, encoding, decimal, blank)
 
 
 def sniff_delimiter(text: str, default: str = ",") -> str:
@@ -179,7 +181,8 @@ def write_table(df: pd.DataFrame, path: str | Path, source: TableSource | None =
         return path
     src = source if source is not None and source.format == "csv" else TableSource()
     sep = "\t" if path.suffix.lower() == ".tsv" else src.delimiter
+    out = df.rename(columns={c: "" for c in src.blank if c in df.columns})  # empty headers stay empty
     atomic_write(
-        path, lambda tmp: df.to_csv(tmp, index=False, sep=sep, encoding=src.encoding, decimal=src.decimal)
+        path, lambda tmp: out.to_csv(tmp, index=False, sep=sep, encoding=src.encoding, decimal=src.decimal)
     )
     return path
