@@ -204,3 +204,11 @@ def test_empty_header_names_stay_empty(tmp_path):
     assert list(df.columns) == ["Unnamed: 0", "a", "b"] and source.blank == ["Unnamed: 0"]
     write_table(df, tmp_path / "o.csv", source)
     assert (tmp_path / "o.csv").read_text() == (tmp_path / "i.csv").read_text()
+
+
+def test_ambiguous_first_dates_try_both_day_orders():
+    from ganforge.tabular.schema import _datetime_format
+
+    assert _datetime_format(pd.Series(["05/03/2022", "25/03/2022", "01/12/2021"])) == "%d/%m/%Y"
+    assert _datetime_format(pd.Series(["05/03/2022", "12/25/2022"])) == "%m/%d/%Y"
+    assert _datetime_format(pd.Series(["05/03/2022", "25/13/2022"])) is None  # neither: not dates

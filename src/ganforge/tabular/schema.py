@@ -283,11 +283,17 @@ def _datetime_format(nonnull: pd.Series) -> str | None:
         return None
     with warnings.catch_warnings():  # "Parsing dates in %d/%m/%Y format when dayfirst=False ..."
         warnings.simplefilter("ignore")
-        fmt = guess_datetime_format(first)
+        # "05/03/2022" reads both ways: the first format every value parses with wins.
+        guesses = dict.fromkeys(guess_datetime_format(first, dayfirst=d) for d in (False, True))
+    fmt = next(
+        (
+            f
+            for f in guesses
+            if f is not None and pd.to_datetime(text, format=f, errors="coerce", utc=True).notna().all()
+        ),
+        None,
+    )
     if fmt is None:
-        return None
-    parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-    if not parsed.notna().all():
         return None
     if fmt.endswith("%z"):
         offsets = text.str.extract(OFFSET, expand=False)
