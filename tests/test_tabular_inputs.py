@@ -212,3 +212,13 @@ def test_ambiguous_first_dates_try_both_day_orders():
     assert _datetime_format(pd.Series(["05/03/2022", "25/03/2022", "01/12/2021"])) == "%d/%m/%Y"
     assert _datetime_format(pd.Series(["05/03/2022", "12/25/2022"])) == "%m/%d/%Y"
     assert _datetime_format(pd.Series(["05/03/2022", "25/13/2022"])) is None  # neither: not dates
+
+
+def test_a_corrupted_weights_file_is_detected(tmp_path):
+    tiny().fit(mixed()).save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte inside a tensor: the file still parses
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the checksum in tabular.json"):
+        TabularGAN.load(tmp_path / "m")

@@ -15,6 +15,7 @@ the folder's JSON (:mod:`ganforge.tabular.privacy`; it needs the optional `opacu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -476,6 +477,8 @@ class TabularGAN:
         if self.trainer is not None:
             tensors, meta = self.trainer.state()
             save_checkpoint(root / MODEL_FILE, tensors, meta)
+            doc["model_sha256"] = file_sha256(root / MODEL_FILE)  # load() checks the weights against it
+            text = json.dumps(doc, indent=1, default=_json_default)
         atomic_write(root / INFO_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         atomic_write(root / STATS_FILE, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
         return root
@@ -513,6 +516,11 @@ class TabularGAN:
         if names != [c.name for c in model.transformer.schema.columns]:
             raise CheckpointError(f"{info} is malformed: its codecs do not match its schema's columns")
         if doc.get("has_model"):
+            expected = doc.get("model_sha256")  # folders saved before it was recorded have none
+            if expected and (root / MODEL_FILE).is_file() and file_sha256(root / MODEL_FILE) != expected:
+                raise CheckpointError(
+                    f"{root / MODEL_FILE} does not match the checksum in {INFO_FILE}: the file is corrupt"
+                )
             tensors, meta = load_checkpoint(root / MODEL_FILE)
             spec = DataSpec.from_dict(meta["spec"])
             if spec.shape[0] != width:
@@ -568,6 +576,14 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except (TypeError, ValueError):
         return False
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_seed(seed: Any) -> None:
