@@ -453,7 +453,7 @@ def _tab_sample(args: argparse.Namespace) -> int:
     from .tabular import TabularGAN, write_table
     from .tabular.io import table_format
 
-    table_format(args.out)  # an unsupported suffix fails before any work
+    out_format = table_format(args.out)  # an unsupported suffix fails before any work
     if args.n < 1:
         raise GanforgeError(f"--n must be at least 1, got {args.n}")
     conditions = {}
@@ -470,7 +470,7 @@ def _tab_sample(args: argparse.Namespace) -> int:
         cond_sampling=args.cond_sampling,
         calibrate=args.calibrate,
     )
-    if table_format(args.out) == "csv":  # whole numbers with blanks: "48", not pandas' float "48.0"
+    if out_format == "csv":  # whole numbers with blanks: "48", not pandas' float "48.0"
         ints = [c.name for c in model.transformer.schema.columns if c.kind == "integer"]
         df = df.astype({name: "Int64" for name in ints if df[name].dtype.kind == "f"})
     write_table(df, args.out, model.source)

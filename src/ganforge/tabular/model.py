@@ -15,7 +15,6 @@ the folder's JSON (:mod:`ganforge.tabular.privacy`; it needs the optional `opacu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -31,7 +30,7 @@ import torch
 
 from .. import __version__
 from ..engine import Callback, Trainer
-from ..engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from ..engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint, sha256_file
 from ..errors import CheckpointError, ConfigError, DataError, GanforgeError, suggest
 from ..families import DataSpec
 from . import privacy
@@ -159,8 +158,7 @@ class TabularGAN:
         self.transformer = TableTransformer(schema).fit(
             data, seed=p["seed"], max_fit_rows=p["max_fit_rows"], threads=os.cpu_count() or 1
         )
-        with np.errstate(over="ignore", invalid="ignore"):  # transform() names overflowing columns
-            x = self.transformer.transform(data, seed=p["seed"])
+        x = self.transformer.transform(data, seed=p["seed"])
         t_transform = time.perf_counter() - t0
         n = len(data)
         self.info = {
@@ -476,8 +474,7 @@ class TabularGAN:
             raise ConfigError(f"cannot create the model folder {root}: {err.strerror or err}") from None
         if self.trainer is not None:
             tensors, meta = self.trainer.state()
-            save_checkpoint(root / MODEL_FILE, tensors, meta)
-            doc["model_sha256"] = file_sha256(root / MODEL_FILE)  # load() checks the weights against it
+            doc["model_sha256"] = save_checkpoint(root / MODEL_FILE, tensors, meta)  # load() checks it
             text = json.dumps(doc, indent=1, default=_json_default)
         atomic_write(root / INFO_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         atomic_write(root / STATS_FILE, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
@@ -517,7 +514,7 @@ class TabularGAN:
             raise CheckpointError(f"{info} is malformed: its codecs do not match its schema's columns")
         if doc.get("has_model"):
             expected = doc.get("model_sha256")  # folders saved before it was recorded have none
-            if expected and (root / MODEL_FILE).is_file() and file_sha256(root / MODEL_FILE) != expected:
+            if expected and (root / MODEL_FILE).is_file() and sha256_file(root / MODEL_FILE) != expected:
                 raise CheckpointError(
                     f"{root / MODEL_FILE} does not match the checksum in {INFO_FILE}: the file is corrupt"
                 )
@@ -578,14 +575,6 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_seed(seed: Any) -> None:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed must be a whole number in [0, 2^63), got {seed!r}")
@@ -601,8 +590,6 @@ def check_table(df: pd.DataFrame) -> None:
             f"column names must be text, got {odd[0]!r} ({type(odd[0]).__name__}); "
             "e.g. df.columns = df.columns.astype(str)"
         )
-    if df.columns.duplicated().any():
-        raise DataError(f"column {df.columns[df.columns.duplicated()][0]!r} appears twice")
     for name in df.columns[[pd.api.types.is_object_dtype(t) for t in df.dtypes]]:
         try:
             df[name].nunique()  # hashes every value: lists, arrays, dicts and sets are not hashable

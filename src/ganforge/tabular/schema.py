@@ -99,7 +99,7 @@ def infer_schema(df: pd.DataFrame, overrides: dict[str, Any] | str | Path | None
         raise DataError("the table has no rows")
     if not df.columns.is_unique:
         dup = df.columns[df.columns.duplicated()][0]
-        raise DataError(f"column name {dup!r} appears more than once")
+        raise DataError(f"column {dup!r} appears twice")
     user = load_overrides(overrides)
     names = {str(c) for c in df.columns}
     user = {str(k) if not isinstance(k, str) and str(k) in names else k: v for k, v in user.items()}  # 2020:

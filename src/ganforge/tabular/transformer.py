@@ -154,7 +154,8 @@ class TableTransformer:
     def transform(self, df: pd.DataFrame, seed: int = 0) -> np.ndarray:
         """(N, D) float32: for each column its alpha and mode one-hot, or its category one-hot."""
         rng = np.random.default_rng(seed)
-        blocks = [encode(c, col, df[c.name], rng) for c, col in zip(self.codecs, self.schema.columns)]
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowing columns are named below
+            blocks = [encode(c, col, df[c.name], rng) for c, col in zip(self.codecs, self.schema.columns)]
         for c, b in zip(self.codecs, blocks):
             if not np.isfinite(b).all():  # e.g. |x| ~ 1e305: its mixture's scale overflows
                 raise DataError(f"column {c.name!r} has values too large to encode; rescale it")
