@@ -194,14 +194,9 @@ def test_training_by_sampling_pairs_rows_with_their_condition():
 
 
 def test_fast_paths_compute_the_same_functions():
-    """G without re-concatenating z (+) c, the closed-form gradient penalty and the one-pass
-    softmax over all spans give what the plain definitions give."""
-    from ganforge.families.tabular import (
-        ResidualGenerator,
-        critic_features,
-        critic_forward,
-        critic_gradient_penalty,
-    )
+    """G without re-concatenating z (+) c, the critic's own pass and the one-pass softmax over
+    all spans give what the plain definitions give."""
+    from ganforge.families.tabular import ResidualGenerator, critic_features, critic_forward
     from ganforge.nn import Discriminator
 
     torch.manual_seed(0)
@@ -217,30 +212,9 @@ def test_fast_paths_compute_the_same_functions():
         grads.append([zc_leaf.grad, *(p.grad for p in G.parameters())])
     for fast, plain in zip(*grads):
         torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)  # BN zeroes the biases' (~1e-6)
-    D = Discriminator(critic_features(4 * 5, [16, 8], 0.5), 8, pac=4).eval()  # no dropout: same masks
-    real, fake = D.pack(torch.randn(40, 5)), D.pack(torch.randn(40, 5))
-
-    def closed_form(gen: torch.Generator) -> torch.Tensor:
-        (out, a_real), (_, a_fake) = critic_forward(D, real), critic_forward(D, fake)
-        torch.testing.assert_close(out, D.head(D.features(real)).squeeze(1))
-        return critic_gradient_penalty(D, a_real, a_fake, gen)
-
-    def double_backward(gen: torch.Generator) -> torch.Tensor:  # CTGAN's: one eps per pack
-        eps = torch.rand((real.shape[0], 1), generator=gen)
-        x_hat = torch.lerp(fake, real, eps).requires_grad_(True)
-        (grad,) = torch.autograd.grad(D.head(D.features(x_hat)).sum(), x_hat, create_graph=True)
-        return (grad.norm(dim=1) - 1.0).pow(2).mean()
-
-    values, grads = [], []
-    for gp in (closed_form, double_backward):
-        D.zero_grad()
-        value = gp(torch.Generator().manual_seed(1))
-        value.backward()
-        values.append(value.detach())
-        grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in D.parameters()])
-    torch.testing.assert_close(values[0], values[1])
-    for ours, ref in zip(*grads):
-        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
+    D = Discriminator(critic_features(4 * 5, [16, 8], 0.5), 8, pac=4).eval()
+    packs = D.pack(torch.randn(80, 5))
+    torch.testing.assert_close(critic_forward(D, packs), D.head(D.features(packs)).squeeze(1))
     # Gumbel-softmax: one-hots sum to 1, alphas are tanh, argmax frequencies follow softmax(logits).
     layout = Layout(["tanh:1", "softmax:3", "softmax:2"], [1], 6)
     raw = torch.tensor([[0.3, 1.0, 0.0, -1.0, 2.0, 2.0]]).expand(20_000, -1)
@@ -250,6 +224,53 @@ def test_fast_paths_compute_the_same_functions():
     freq = torch.bincount(out[:, 1:4].argmax(1), minlength=3) / 20_000.0
     torch.testing.assert_close(freq, torch.softmax(raw[0, 1:4], 0), atol=0.015, rtol=0)
     assert abs(out[:, 4:6].argmax(1).float().mean().item() - 0.5) < 0.015
+
+
+@pytest.mark.parametrize("dims", [[12], [16, 8], [16, 8, 6]])
+def test_critic_with_penalty_matches_autograds_double_backward(dims):
+    """CriticWithPenalty (the D phase's logits and closed-form gradient penalty in one Function)
+    gives the values and every parameter's gradient that autograd gives for the same critic with
+    the same dropout masks: logits by a plain forward, the penalty by a double backward through
+    D at x_hat = eps real + (1 - eps) fake, one eps and one norm per pack (CTGAN's)."""
+    from ganforge.families.tabular import critic_features, critic_with_penalty, keep_masks
+    from ganforge.nn import Discriminator
+
+    torch.manual_seed(0)
+    D = Discriminator(critic_features(4 * 5, dims, 0.5), dims[-1], pac=4).train()
+    packs = D.pack(torch.randn(80, 5))  # 20 packs: 10 real, then 10 fake
+    masks = keep_masks([(20, w) for w in dims] + [(10, w) for w in dims], 0.5, packs)
+    linears = [m for m in D.features if isinstance(m, torch.nn.Linear)]
+
+    def critic(x, layer_masks):
+        for lin, m in zip(linears, layer_masks):
+            x = torch.nn.functional.leaky_relu(lin(x), 0.2) * m
+        return D.head(x).squeeze(1)
+
+    weights = torch.linspace(-1.0, 2.0, 20)  # an arbitrary loss on the logits
+    results = []
+    for fused in (True, False):
+        D.zero_grad()
+        gen = torch.Generator().manual_seed(3)
+        if fused:
+            out, gp = critic_with_penalty(D, packs, gen, masks)
+        else:
+            out = critic(packs, masks[: len(dims)])
+            eps = torch.rand((10, 1), generator=gen)
+            x_hat = torch.lerp(packs[10:], packs[:10], eps).requires_grad_(True)
+            (grad,) = torch.autograd.grad(critic(x_hat, masks[len(dims) :]).sum(), x_hat, create_graph=True)
+            gp = (grad.norm(dim=1) - 1.0).pow(2).mean()
+        ((out * weights).sum() + 10.0 * gp).backward()
+        results.append((out.detach(), gp.detach(), [p.grad.clone() for p in D.parameters()]))
+    (out, gp, grads), (ref_out, ref_gp, ref_grads) = results
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(gp, ref_gp)
+    assert gp > 0.1 and all(g.abs().sum() > 0 for g in grads)
+    for ours, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
+    # eval mode: no dropout, the masks are ones
+    D.eval()
+    out, _ = critic_with_penalty(D, packs, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out, D(packs.reshape(80, 5)))
 
 
 def test_dropout_masks_keep_each_unit_with_probability_one_minus_p():
@@ -271,28 +292,28 @@ def test_dropout_masks_keep_each_unit_with_probability_one_minus_p():
     assert keep_mask(3, 7, 0.5, torch.empty(0, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
-def test_closed_form_penalty_is_float32_under_bf16_autocast():
-    """With train.amp=bf16 the critic's first-layer pre-activations arrive in bfloat16; the
-    closed-form penalty (whose backward runs outside autocast) is still computed in float32:
-    value and gradients as without autocast."""
-    from ganforge.families.tabular import critic_features, critic_gradient_penalty
+def test_critic_with_penalty_is_float32_under_bf16_autocast():
+    """With train.amp=bf16 the D phase's packs arrive in bfloat16 (G's rows); the critic and its
+    penalty still run in float32: values and gradients as without autocast."""
+    from ganforge.families.tabular import critic_features, critic_with_penalty
     from ganforge.nn import Discriminator
 
     torch.manual_seed(0)
     D = Discriminator(critic_features(2 * 5, [16, 8], 0.5), 8, pac=2).eval()
-    real, fake = torch.randn(20, 16), torch.randn(20, 16).bfloat16()  # of 20 packs, H_1 = 16
+    packs = torch.randn(40, 10).bfloat16()  # 20 real packs, then 20 fake
     results = []
     for autocast in (False, True):
         D.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            value = critic_gradient_penalty(
-                D, real, fake if autocast else fake.float(), torch.Generator().manual_seed(1)
+            out, gp = critic_with_penalty(
+                D, packs if autocast else packs.float(), torch.Generator().manual_seed(1)
             )
-        value.backward()
-        results.append((value.detach(), [p.grad.clone() for p in D.parameters() if p.grad is not None]))
-    assert results[1][0].dtype == torch.float32
+        (out.sum() + gp).backward()
+        results.append((out.detach(), gp.detach(), [p.grad.clone() for p in D.parameters()]))
+    assert results[1][0].dtype == results[1][1].dtype == torch.float32
     torch.testing.assert_close(results[1][0], results[0][0])
-    for ours, ref in zip(results[1][1], results[0][1]):
+    torch.testing.assert_close(results[1][1], results[0][1])
+    for ours, ref in zip(results[1][2], results[0][2]):
         torch.testing.assert_close(ours, ref)
 
 

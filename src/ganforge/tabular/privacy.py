@@ -93,7 +93,7 @@ def critic_unit_grads(
     real, fake: (m, I) packs; alpha: (m, I), a row's interpolation weight repeated over its columns.
     The loss terms give c g_l (x) h_{l-1} for the pack's dloss/dD = c; the penalty's, with
     u = lambda 2 (||grad_x|| - 1) grad_x / ||grad_x||, gives delta_1 (x) u for W_1 and, upwards,
-    delta_l (x) v_{l-1}, v_l = (v_{l-1} W_l^T) * gate_l (as in families.tabular.CriticPenalty)."""
+    delta_l (x) v_{l-1}, v_l = (v_{l-1} W_l^T) * gate_l (as in families.tabular.CriticWithPenalty)."""
     layers, _, _ = critic_layers(D)
     out_r, in_r, _, g_r = critic_pass(D, real)
     out_f, in_f, _, g_f = critic_pass(D, fake)
