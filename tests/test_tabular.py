@@ -345,9 +345,10 @@ def spy_on_steps(model: TabularGAN, steps: int) -> dict[str, list]:
 
 def test_reuse_fakes_trains_the_critic_on_the_last_g_phase_rows_with_their_condition():
     """reuse_fakes=True: G runs once per step after the first, and each D phase judges exactly the
-    rows (and conditional vectors) the previous G phase made; off (the default), G runs twice."""
+    rows (and conditional vectors) the previous G phase made; with neither reuse nor sharing
+    (CTGAN's step), G runs twice."""
     df = mixed()
-    plain = spy_on_steps(tiny(steps=1).fit(df), 3)
+    plain = spy_on_steps(tiny(steps=1, share_fakes=False).fit(df), 3)
     model = tiny(reuse_fakes=True, steps=1).fit(df)
     reuse = spy_on_steps(model, 3)
     assert len(plain["g_calls"]) == 6 and len(reuse["g_calls"]) == 3
@@ -357,6 +358,36 @@ def test_reuse_fakes_trains_the_critic_on_the_last_g_phase_rows_with_their_condi
         fake_in = reuse["d_inputs"][step][1]
         torch.testing.assert_close(fake_in[:, :width], reuse["g_rows"][step - 1])
         torch.testing.assert_close(fake_in[:, width:], reuse["cached_c"][step - 1])
+
+
+def test_share_fakes_backpropagates_the_g_phase_through_the_d_phase_rows():
+    """share_fakes=True: G runs once per step; the D phase judges those rows (detached) and the G
+    phase's loss back-propagates through the same rows into G. Training stays seeded."""
+    df = mixed()
+    model = tiny(share_fakes=True, steps=1).fit(df)
+    fam = model.trainer.family
+    g_phase_rows = []
+    g_loss = fam.g_loss
+
+    def spy_g_loss(G, D, batch, gen):
+        g_phase_rows.append(fam.shared.get("fake"))
+        return g_loss(G, D, batch, gen)
+
+    fam.g_loss = spy_g_loss
+    before = [p.detach().clone() for p in model.trainer.G.parameters()]
+    seen = spy_on_steps(model, 3)
+    assert len(seen["g_calls"]) == 3 and len(seen["g_rows"]) == 3
+    width = seen["g_rows"][0].shape[1]
+    for step in range(3):
+        rows = g_phase_rows[step]
+        assert rows is not None and rows.grad_fn is not None  # G's graph, kept for the G phase
+        torch.testing.assert_close(seen["d_inputs"][step][1][:, :width], rows.detach())
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.trainer.G.parameters()))
+    assert fam.shared == {}  # used once
+    again = tiny(share_fakes=True, steps=4).fit(df)
+    other = tiny(share_fakes=True, steps=4).fit(df)
+    for a, b in zip(again.trainer.G.parameters(), other.trainer.G.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_bf16_fit_samples_and_fp16_is_refused_on_cpu():
@@ -541,6 +572,12 @@ def test_cli_fit_sample_report(tmp_path, capsys):
     run, synth, rep = tmp_path / "run", tmp_path / "synth.csv", tmp_path / "rep.html"
     args = ["--steps", "2", "--batch-size", "20", "--pac", "2", "--quiet"]
     assert main(["tabular", "fit", str(tmp_path / "real.csv"), "--out", str(run), *args]) == 0
+    assert TabularGAN.load(run).params["share_fakes"] is True
+    fresh = tmp_path / "fresh"
+    assert (
+        main(["tabular", "fit", str(tmp_path / "real.csv"), "--out", str(fresh), *args, "--fresh-fakes"]) == 0
+    )
+    assert TabularGAN.load(fresh).params["share_fakes"] is False
     assert (
         main(["tabular", "sample", str(run), "--n", "40", "--out", str(synth), "--condition", "city=lyon"])
         == 0

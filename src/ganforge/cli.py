@@ -326,6 +326,12 @@ def add_tabular_parser(sub: Any) -> None:
         help="mixed-precision forward passes: bf16 (CPU, CUDA) or fp16 (CUDA); default off",
     )
     f.add_argument(
+        "--fresh-fakes",
+        action="store_true",
+        help="the generator step draws new rows, as CTGAN's code does, instead of back-propagating "
+        "through the rows the critic step judged (the default; about 1.2x faster)",
+    )
+    f.add_argument(
         "--dp-epsilon",
         type=float,
         help="train the critic with DP-SGD to spend at most this epsilon (needs opacus)",
@@ -430,6 +436,7 @@ def _tab_fit_into(args: argparse.Namespace) -> None:
         schema=args.schema,
         device=args.device,
         amp=args.amp,
+        share_fakes=not args.fresh_fakes,
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
         dp_max_grad_norm=args.dp_max_grad_norm,

@@ -64,6 +64,7 @@ class TabularConfig:
     )  # indices of the spans that form the conditional vector
     dp_noise_multiplier: float = 0.0  # DP-SGD sigma on the critic (0 = no privacy; TabularGAN calibrates it)
     dp_max_grad_norm: float = 1.0  # DP-SGD clip C: each pack's critic gradient is scaled to norm <= C
+    share_fakes: bool = True  # n_dis=1: the G phase back-propagates through the D phase's rows
 
     def validate(self) -> None:
         if self.z_dim < 1:
@@ -398,6 +399,10 @@ class Tabular(Family):
         # change that, and DP-SGD needs it (a pack's gradient must depend on that pack alone).
         # Reusing the G phase's rows in the next D phase suits CTGAN too: each fake keeps its own c.
         self.reuse_fakes = cfg.train.reuse_fakes and cfg.train.n_dis == 1
+        # The G phase's rows are the D phase's, generated with G's graph (both phases use the same
+        # G weights, so these are the rows a fresh pass would make, noise aside): one G pass a step.
+        self.share_fakes = self.net.share_fakes and cfg.train.n_dis == 1 and not self.reuse_fakes
+        self.shared: dict[str, Tensor] = {}  # {"raw", "fake"}: the D phase's rows, for the G phase
         self.plain_critic = not (self.stab.mbstd or self.stab.mbdisc or self.stab.spectral_norm)
         self.private = self.net.dp_noise_multiplier > 0
         self.dp_steps = 0  # private critic steps taken (the accountant's T)
@@ -468,6 +473,19 @@ class Tabular(Family):
         cached = self.take_cached(real.shape[0])
         if cached:
             fake, c = cached["x"], cached.get("c")  # the last G phase's rows, with their c
+        elif self.share_fakes:  # with G's graph, kept for this step's G phase
+            params = list(G.parameters())
+            for p in params:
+                p.requires_grad_(True)
+            try:
+                with torch.enable_grad():
+                    raw = self.raw(G, self.sample_z(real.shape[0], real.device, gen), c)
+                    fake = self.layout.activate(raw, self.net.tau, gen)
+            finally:
+                for p in params:
+                    p.requires_grad_(False)
+            self.shared = {"raw": raw, "fake": fake}
+            fake = fake.detach()
         else:
             with torch.no_grad():
                 fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), c, gen)
@@ -545,9 +563,13 @@ class Tabular(Family):
     def g_loss(
         self, G: nn.Module, D: nn.Module, batch: dict[str, Tensor], gen: torch.Generator
     ) -> tuple[Tensor, Stats]:
-        c = batch.get("c")  # the last D phase's conditional vector, with a fresh z
-        raw = self.raw(G, self.sample_z(batch["x"].shape[0], batch["x"].device, gen), c)
-        fake = self.layout.activate(raw, self.net.tau, gen)
+        c = batch.get("c")  # the last D phase's conditional vector, with a fresh z or its rows
+        shared, self.shared = self.shared, {}
+        if shared:
+            raw, fake = shared["raw"], shared["fake"]
+        else:
+            raw = self.raw(G, self.sample_z(batch["x"].shape[0], batch["x"].device, gen), c)
+            fake = self.layout.activate(raw, self.net.tau, gen)
         self.cache_fakes(fake, c=c)
         fake_in = self.d_view(self.with_cond(fake, c), gen)
         if self.plain_critic and self.net.d_dims:
