@@ -261,7 +261,7 @@ class CriticWithPenalty(torch.autograd.Function):
     and dA_l = (dA_{l+1} W_{l+1}) * gate_l. Each weight's gradient from both terms comes from one
     product, [dA_l ; delta_l]^T [h_{l-1} ; v_l], where autograd makes two and adds them; the first
     layer's (an H_1 x I result from a short inner dimension) is the D phase's costliest product.
-    Float32 throughout (under train.amp too: the engine's autocast does not reach the backward)."""
+    Float32 throughout, under train.amp too (:func:`critic_with_penalty` turns autocast off)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -475,6 +475,7 @@ class Tabular(Family):
             fake, c = cached["x"], cached.get("c")  # the last G phase's rows, with their c
         elif self.share_fakes:  # with G's graph, kept for this step's G phase
             params = list(G.parameters())
+            flags = [p.requires_grad for p in params]  # the engine's D phase has them off
             for p in params:
                 p.requires_grad_(True)
             try:
@@ -482,8 +483,8 @@ class Tabular(Family):
                     raw = self.raw(G, self.sample_z(real.shape[0], real.device, gen), c)
                     fake = self.layout.activate(raw, self.net.tau, gen)
             finally:
-                for p in params:
-                    p.requires_grad_(False)
+                for p, flag in zip(params, flags):
+                    p.requires_grad_(flag)
             self.shared = {"raw": raw, "fake": fake}
             fake = fake.detach()
         else:
