@@ -35,7 +35,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -45,20 +44,11 @@ RESULTS = Path(__file__).parent / "results" / "tabular_sampling.jsonl"
 
 
 def calibrated_from(model, n: int, seed: int, cond_sampling: str):
-    """n rows from a 3n pool drawn with `cond_sampling`, raked to the training category counts."""
-    from ganforge.tabular.calibration import rake_weights, weighted_subsample
-
-    blocks, start = [], 0
-    for c in model._fitted().codecs:
-        if c.encoding == "onehot":
-            blocks.append((start, c))
-        start += c.width
-    pool = model._generate(3 * n, None, torch.Generator().manual_seed(seed), cond_sampling)
-    weights = rake_weights(
-        [pool[:, s : s + c.width].argmax(axis=1) for s, c in blocks],
-        [np.asarray(c.counts, dtype=np.float64) for _, c in blocks],
+    """n rows from a pool drawn with `cond_sampling`, raked to the training category counts: what
+    `sample(n, seed=seed)` does with "data", through the same method."""
+    return model._fitted().inverse(
+        model._calibrated(n, torch.Generator().manual_seed(seed), seed, cond_sampling)
     )
-    return model._fitted().inverse(pool[weighted_subsample(weights, n, np.random.default_rng(seed))])
 
 
 VARIANTS = ("data+cal", "data raw", "log raw", "log+cal", "uniform+cal")

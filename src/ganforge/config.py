@@ -173,9 +173,7 @@ class StabConfig:
 class SampleConfig:
     """How samples are drawn from the trained generator (not how it trains)."""
 
-    jacobian_limit: float = (
-        0.0  # JBTS: redraw z where ||dG/dz||_F > this x its median (Tanielian et al. 2020; 0 = off)
-    )
+    jacobian_limit: float = 0.0  # JBTS: redraw z where ||dG/dz|| > this x median (Tanielian 2020; 0 off)
 
     def validate(self) -> None:
         if self.jacobian_limit and not self.jacobian_limit > 1.0:

@@ -462,6 +462,13 @@ class Tabular(Family):
         """Activated rows (B, D); `y` is the conditional vector c (B, cond_dim), zeros when None."""
         return self.layout.activate(self.raw(G, z, y), self.net.tau, generator)
 
+    def new_rows(
+        self, G: nn.Module, like: Tensor, c: Tensor | None, gen: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """G's raw output and activated rows for a fresh z, as many as `like` has rows."""
+        raw = self.raw(G, self.sample_z(like.shape[0], like.device, gen), c)
+        return raw, self.layout.activate(raw, self.net.tau, gen)
+
     def with_cond(self, x: Tensor, c: Tensor | None) -> Tensor:
         return x if c is None else torch.cat([x, c], dim=1)
 
@@ -480,8 +487,7 @@ class Tabular(Family):
                 p.requires_grad_(True)
             try:
                 with torch.enable_grad():
-                    raw = self.raw(G, self.sample_z(real.shape[0], real.device, gen), c)
-                    fake = self.layout.activate(raw, self.net.tau, gen)
+                    raw, fake = self.new_rows(G, real, c, gen)
             finally:
                 for p, flag in zip(params, flags):
                     p.requires_grad_(flag)
@@ -566,11 +572,7 @@ class Tabular(Family):
     ) -> tuple[Tensor, Stats]:
         c = batch.get("c")  # the last D phase's conditional vector, with a fresh z or its rows
         shared, self.shared = self.shared, {}
-        if shared:
-            raw, fake = shared["raw"], shared["fake"]
-        else:
-            raw = self.raw(G, self.sample_z(batch["x"].shape[0], batch["x"].device, gen), c)
-            fake = self.layout.activate(raw, self.net.tau, gen)
+        raw, fake = (shared["raw"], shared["fake"]) if shared else self.new_rows(G, batch["x"], c, gen)
         self.cache_fakes(fake, c=c)
         fake_in = self.d_view(self.with_cond(fake, c), gen)
         if self.plain_critic and self.net.d_dims:

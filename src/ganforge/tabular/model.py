@@ -342,21 +342,22 @@ class TabularGAN:
             )
         return tr.inverse(np.concatenate(kept)[:n])
 
-    def _calibrated(self, n: int, gen: torch.Generator, seed: int) -> np.ndarray:
-        """(n, D) rows drawn from a pool of generated ones, raked to the training category counts."""
+    def _calibrated(self, n: int, gen: torch.Generator, seed: int, cond_sampling: str = "data") -> np.ndarray:
+        """(n, D) rows drawn from a pool of generated ones (c drawn by `cond_sampling`), raked to
+        the training category counts."""
         blocks, start = [], 0
         for c in self._fitted().codecs:
             if c.encoding == "onehot":
                 blocks.append((start, c))
             start += c.width
         if not blocks:
-            return self._generate(n, None, gen)
+            return self._generate(n, None, gen, cond_sampling)
         targets = [np.asarray(c.counts, dtype=np.float64) for _, c in blocks]
         rng = np.random.default_rng(seed)
         parts = []
         for start in range(0, n, CALIBRATE_CHUNK):  # pools of at most POOL_FACTOR x CALIBRATE_CHUNK rows
             m = min(CALIBRATE_CHUNK, n - start)
-            pool = self._generate(POOL_FACTOR * m, None, gen)
+            pool = self._generate(POOL_FACTOR * m, None, gen, cond_sampling)
             weights = rake_weights([pool[:, s : s + c.width].argmax(axis=1) for s, c in blocks], targets)
             parts.append(pool[weighted_subsample(weights, m, rng)])
         return np.concatenate(parts)
