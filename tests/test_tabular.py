@@ -428,6 +428,29 @@ def test_same_seed_same_samples_and_save_load(tmp_path):
     pd.testing.assert_frame_equal(TabularGAN.load(tmp_path / "m").sample(50), a.sample(50))
 
 
+def test_samples_come_from_the_weight_average_unless_it_is_off(tmp_path):
+    df = mixed()
+    averaged, last = tiny(steps=6).fit(df), tiny(steps=6, ema_decay=0.0).fit(df)
+    tr = averaged.trainer
+    assert tr.G_sample is tr.G_ema and last.trainer.G_sample is last.trainer.G
+    # One training run (the average does not feed back), so G's last weights match; G_ema's do not.
+    for p, q in zip(tr.G.parameters(), last.trainer.G.parameters()):
+        assert torch.equal(p, q)
+    assert any(not torch.equal(p, e) for p, e in zip(tr.G.parameters(), tr.G_ema.parameters()))
+    assert not averaged.sample(40).equals(last.sample(40))
+    with pytest.raises(ConfigError, match="ema_decay must lie in \\[0, 1\\), got 1.0"):
+        TabularGAN(ema_decay=1.0)
+
+
+def test_folders_saved_before_the_weight_average_still_load(tmp_path):
+    model = tiny(ema_decay=0.0).fit(mixed())
+    model.save(tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "tabular.json").read_text())
+    del doc["params"]["ema_decay"]  # as written by ganforge before the option existed
+    (tmp_path / "m" / "tabular.json").write_text(json.dumps(doc))
+    pd.testing.assert_frame_equal(TabularGAN.load(tmp_path / "m").sample(50), model.sample(50))
+
+
 def test_conditional_sampling_and_its_errors():
     model = tiny().fit(mixed())
     out = model.sample(30, conditions={"city": "nice", "member": True})
@@ -575,9 +598,15 @@ def test_cli_fit_sample_report(tmp_path, capsys):
     assert TabularGAN.load(run).params["share_fakes"] is True
     fresh = tmp_path / "fresh"
     assert (
-        main(["tabular", "fit", str(tmp_path / "real.csv"), "--out", str(fresh), *args, "--fresh-fakes"]) == 0
+        main(
+            ["tabular", "fit", str(tmp_path / "real.csv"), "--out", str(fresh), *args, "--fresh-fakes"]
+            + ["--lr", "2e-4", "--ema-decay", "0"]
+        )
+        == 0
     )
-    assert TabularGAN.load(fresh).params["share_fakes"] is False
+    params = TabularGAN.load(fresh).params
+    assert params["share_fakes"] is False and params["g_lr"] == params["d_lr"] == 2e-4
+    assert params["ema_decay"] == 0.0 and TabularGAN.load(run).params["ema_decay"] == 0.999
     assert (
         main(["tabular", "sample", str(run), "--n", "40", "--out", str(synth), "--condition", "city=lyon"])
         == 0

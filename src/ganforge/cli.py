@@ -325,6 +325,14 @@ def add_tabular_parser(sub: Any) -> None:
         choices=["off", "bf16", "fp16"],
         help="mixed-precision forward passes: bf16 (CPU, CUDA) or fp16 (CUDA); default off",
     )
+    f.add_argument("--lr", type=float, default=5e-4, help="Adam's step for both networks (default 5e-4)")
+    f.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.999,
+        help="sample from an average of the generator's weights with this decay (default 0.999; 0: "
+        "its last weights, as CTGAN)",
+    )
     f.add_argument(
         "--fresh-fakes",
         action="store_true",
@@ -436,6 +444,9 @@ def _tab_fit_into(args: argparse.Namespace) -> None:
         schema=args.schema,
         device=args.device,
         amp=args.amp,
+        g_lr=args.lr,
+        d_lr=args.lr,
+        ema_decay=args.ema_decay,
         share_fakes=not args.fresh_fakes,
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,

@@ -60,6 +60,14 @@ class TabularGAN:
     `steps` overrides the total. `schema` overrides inferred column kinds (dict or JSON/YAML
     path, see :mod:`ganforge.tabular.schema`).
 
+    Training defaults differ from CTGAN's in two ways (`benchmarks/bench_tabular_defaults.py`,
+    5 seeds at the benchmark's epoch counts): Adam's step is 5e-4 for both networks (CTGAN: 2e-4),
+    and samples come from an exponential moving average of G's weights (`ema_decay=0.999`; 0
+    samples G's last weights, as CTGAN does). Against CTGAN's settings on the same seeds, median
+    fidelity rose from 0.899 to 0.927 on `diamonds` and from 0.927 to 0.948 on `fair`, utility
+    from 0.339 to 0.389 and from 0.937 to 0.967. The average costs no training step time worth
+    measuring (one fused interpolation of G's weights per step).
+
     `amp="bf16"` runs the forward passes in bfloat16 (CPU or CUDA; the gradient penalty and the
     losses stay float32). On this project's 2-core CPU it fitted `fair` 1.2-1.4x faster with one
     torch thread, but only 1.05-1.1x with two, and fidelity dropped by up to 0.02.
@@ -93,8 +101,9 @@ class TabularGAN:
         g_dims: tuple[int, ...] = (256, 256),
         d_dims: tuple[int, ...] = (256, 256),
         pac: int = 10,
-        g_lr: float = 2e-4,
-        d_lr: float = 2e-4,
+        g_lr: float = 5e-4,
+        d_lr: float = 5e-4,
+        ema_decay: float = 0.999,
         n_dis: int = 1,
         log_frequency: bool = True,
         device: str = "cpu",
@@ -117,6 +126,11 @@ class TabularGAN:
             raise ConfigError(f"dp_delta must lie in (0, 1), got {dp_delta}")
         if not dp_max_grad_norm > 0:
             raise ConfigError(f"dp_max_grad_norm must be positive, got {dp_max_grad_norm}")
+        for name, value in (("g_lr", g_lr), ("d_lr", d_lr)):
+            if not 0 < value < math.inf:
+                raise ConfigError(f"{name} must be a positive finite number, got {value}")
+        if not 0 <= ema_decay < 1:
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {ema_decay}")
         self.params: dict[str, Any] = {
             "epochs": epochs,
             "batch_size": batch_size,
@@ -128,6 +142,7 @@ class TabularGAN:
             "pac": pac,
             "g_lr": g_lr,
             "d_lr": d_lr,
+            "ema_decay": ema_decay,
             "n_dis": n_dis,
             "log_frequency": log_frequency,
             "device": device,
@@ -252,6 +267,7 @@ class TabularGAN:
                 "n_dis": p["n_dis"],
                 "g_lr": p["g_lr"],
                 "d_lr": p["d_lr"],
+                "ema_decay": p.get("ema_decay", 0.0),  # folders saved before it existed: no average
                 "seed": p["seed"],
                 "device": p["device"],
                 "amp": p.get("amp", "off"),
