@@ -438,6 +438,8 @@ def test_samples_come_from_the_weight_average_unless_it_is_off(tmp_path):
         assert torch.equal(p, q)
     assert any(not torch.equal(p, e) for p, e in zip(tr.G.parameters(), tr.G_ema.parameters()))
     assert not averaged.sample(40).equals(last.sample(40))
+    decayed = tiny(steps=4, lr_decay="linear").fit(df)  # the step falls to 0 at the last step
+    assert decayed.trainer.opt_G.param_groups[0]["lr"] == pytest.approx(5e-4 * (1 - 3 / 4))
     with pytest.raises(ConfigError, match="ema_decay must lie in \\[0, 1\\), got 1.0"):
         TabularGAN(ema_decay=1.0)
 

@@ -60,6 +60,8 @@ def test_bad_seed_n_and_epsilon_are_refused():
         TabularGAN(dp_epsilon=float("inf"))
     with pytest.raises(ConfigError, match="d_lr must be a positive finite number, got nan"):
         TabularGAN(d_lr=float("nan"))
+    with pytest.raises(ConfigError, match="lr_decay must be none, linear or cosine, got 'step'"):
+        TabularGAN(lr_decay="step")
     model = tiny().fit(mixed())
     with pytest.raises(ConfigError, match="n must be a whole number of at least 1, got 2.5"):
         model.sample(2.5)

@@ -61,12 +61,13 @@ class TabularGAN:
     path, see :mod:`ganforge.tabular.schema`).
 
     Training defaults differ from CTGAN's in two ways (`benchmarks/bench_tabular_defaults.py`,
-    5 seeds at the benchmark's epoch counts): Adam's step is 5e-4 for both networks (CTGAN: 2e-4),
-    and samples come from an exponential moving average of G's weights (`ema_decay=0.999`; 0
-    samples G's last weights, as CTGAN does). Against CTGAN's settings on the same seeds, median
-    fidelity rose from 0.899 to 0.927 on `diamonds` and from 0.927 to 0.948 on `fair`, utility
-    from 0.339 to 0.389 and from 0.937 to 0.967. The average costs no training step time worth
-    measuring (one fused interpolation of G's weights per step).
+    docs/tabular.md): samples come from an exponential moving average of G's weights
+    (`ema_decay=0.999`; 0 samples G's last weights, as CTGAN does), which raised fidelity on all
+    seven tables tried, and Adam's step is 5e-4 for both networks (CTGAN: 2e-4), which raised
+    fidelity and utility on fits of 20-100 epochs (diamonds, 5 seeds: 0.914 / 0.330 with the
+    average alone, 0.927 / 0.389) but lost fidelity on small tables at 300 steps (midwest 0.781
+    -> 0.737). `lr_decay` ("linear", "cosine") lowers the step to 0 by the last step. The
+    average costs 0.5 % of a step.
 
     `amp="bf16"` runs the forward passes in bfloat16 (CPU or CUDA; the gradient penalty and the
     losses stay float32). On this project's 2-core CPU it fitted `fair` 1.2-1.4x faster with one
@@ -104,6 +105,7 @@ class TabularGAN:
         g_lr: float = 5e-4,
         d_lr: float = 5e-4,
         ema_decay: float = 0.999,
+        lr_decay: str = "none",
         n_dis: int = 1,
         log_frequency: bool = True,
         device: str = "cpu",
@@ -131,6 +133,8 @@ class TabularGAN:
                 raise ConfigError(f"{name} must be a positive finite number, got {value}")
         if not 0 <= ema_decay < 1:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+        if lr_decay not in ("none", "linear", "cosine"):
+            raise ConfigError(f"lr_decay must be none, linear or cosine, got {lr_decay!r}")
         self.params: dict[str, Any] = {
             "epochs": epochs,
             "batch_size": batch_size,
@@ -143,6 +147,7 @@ class TabularGAN:
             "g_lr": g_lr,
             "d_lr": d_lr,
             "ema_decay": ema_decay,
+            "lr_decay": lr_decay,
             "n_dis": n_dis,
             "log_frequency": log_frequency,
             "device": device,
@@ -268,6 +273,7 @@ class TabularGAN:
                 "g_lr": p["g_lr"],
                 "d_lr": p["d_lr"],
                 "ema_decay": p.get("ema_decay", 0.0),  # folders saved before it existed: no average
+                "lr_decay": p.get("lr_decay", "none"),
                 "seed": p["seed"],
                 "device": p["device"],
                 "amp": p.get("amp", "off"),
