@@ -415,8 +415,8 @@ class Tabular(Family):
     @classmethod
     def recipe(cls, spec: DataSpec, loss: str) -> dict[str, Any]:
         # CTGAN's WGAN-GP, batch 500 and Adam betas (0.5, 0.9); Adam's step 5e-4 instead of 2e-4 and
-        # an average of G's weights (decay 0.999) for sampling: both tables of
-        # benchmarks/bench_tabular_defaults.py gained fidelity and utility at CTGAN's epoch counts.
+        # an average of G's weights (decay 0.999) for sampling, as TabularGAN's defaults
+        # (benchmarks/bench_tabular_defaults.py; the trade-off in docs/tabular.md).
         return {
             "loss": {"name": "wgan-gp"},
             "train": {
