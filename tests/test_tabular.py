@@ -428,7 +428,7 @@ def test_same_seed_same_samples_and_save_load(tmp_path):
     pd.testing.assert_frame_equal(TabularGAN.load(tmp_path / "m").sample(50), a.sample(50))
 
 
-def test_samples_come_from_the_weight_average_unless_it_is_off(tmp_path):
+def test_samples_come_from_the_weight_average_unless_it_is_off():
     df = mixed()
     averaged, last = tiny(steps=6).fit(df), tiny(steps=6, ema_decay=0.0).fit(df)
     tr = averaged.trainer

@@ -45,6 +45,9 @@ class LossConfig:
         _at_least(self, 0.0, "loss.", "clip", "gp_lambda")
 
 
+LR_DECAYS = ("none", "linear", "cosine")  # train.lr_decay: learning-rate schedules
+
+
 @dataclass
 class TrainConfig:
     steps: int = 2000  # generator steps in total (a resumed run continues up to this)
@@ -79,8 +82,10 @@ class TrainConfig:
         for key in ("g_lr", "d_lr"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
-        if self.lr_decay not in ("none", "linear", "cosine"):
-            raise ConfigError(f"train.lr_decay must be none, linear or cosine, got {self.lr_decay!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError(
+                f"train.lr_decay must be {', '.join(LR_DECAYS[:-1])} or {LR_DECAYS[-1]}, got {self.lr_decay!r}"
+            )
         if self.amp not in ("off", "bf16", "fp16"):
             raise ConfigError(f"train.amp must be off, bf16 or fp16, got {self.amp!r}")
         if self.amp == "fp16" and self.device == "cpu":

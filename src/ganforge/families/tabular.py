@@ -497,7 +497,7 @@ class Tabular(Family):
             fake = fake.detach()
         else:
             with torch.no_grad():
-                fake = self.generate(G, self.sample_z(real.shape[0], real.device, gen), c, gen)
+                _, fake = self.new_rows(G, real, c, gen)
         return self.d_view(self.with_cond(real, batch.get("c_real")), gen), self.d_view(
             self.with_cond(fake, c), gen
         )
