@@ -226,6 +226,62 @@ def test_fast_paths_compute_the_same_functions():
     assert abs(out[:, 4:6].argmax(1).float().mean().item() - 0.5) < 0.015
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_generator_training_pass_is_the_sequential_networks_step(momentum):
+    """GeneratorPass (G's training forward and hand-written backward over one buffer) gives seq's
+    output, every parameter's gradient and the same BatchNorm running statistics and counters,
+    with zc outside the graph (training) as with zc needing a gradient; a fixed momentum and
+    nn.BatchNorm's cumulative average (momentum None) alike."""
+    import copy
+
+    from ganforge.families.tabular import ResidualGenerator
+
+    torch.manual_seed(0)
+    G = ResidualGenerator(12, [16, 8, 4], 7).train()
+    for m in G.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.momentum = momentum
+    ref = copy.deepcopy(G)
+    weights = torch.linspace(-1, 1, 7)
+    for _ in range(3):  # running statistics move over several steps
+        zc = torch.randn(30, 12)
+        for net in (G, ref):
+            net.zero_grad()
+            out = net(zc) if net is G else net.seq(zc)
+            assert (out.grad_fn is not None) and (
+                type(out.grad_fn).__name__.startswith("GeneratorPass") == (net is G)
+            )
+            (out * weights).sum().backward()
+        for (name, a), b in zip(G.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+        for (name, a), b in zip(G.named_buffers(), ref.buffers()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert int(G.seq[0].bn.num_batches_tracked) == 3
+    torch.testing.assert_close(G(zc), ref.seq(zc), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # outside the graph the split path runs, with the same function
+        torch.testing.assert_close(G(zc), ref.seq(zc), rtol=1e-5, atol=1e-5)
+
+
+def test_pack_rows_writes_the_packs_of_the_concatenated_rows():
+    """pack_rows gives D.pack(cat([x (+) c, ...])) with room after it, and the critic's result
+    on such a buffer is the result on the packs alone."""
+    from ganforge.families.tabular import critic_features, critic_with_penalty, pack_rows
+    from ganforge.nn import Discriminator
+
+    torch.manual_seed(0)
+    real, fake, c_real, c = torch.randn(40, 3), torch.randn(40, 3), torch.randn(40, 2), torch.randn(40, 2)
+    D = Discriminator(critic_features(4 * 5, [16, 8], 0.5), 8, pac=4).eval()
+    packs = D.pack(torch.cat([torch.cat([real, c_real], 1), torch.cat([fake, c], 1)]))
+    buffer = pack_rows([(real, c_real), (fake, c)], 4, room=10)
+    assert buffer.shape == (30, 20) and torch.equal(buffer[:20], packs)
+    assert torch.equal(pack_rows([(real, None)], 4), D.pack(real))
+    assert pack_rows([(real.bfloat16(), c_real)], 4).dtype == torch.float32
+    out, gp = critic_with_penalty(D, packs, torch.Generator().manual_seed(1))
+    out_room, gp_room = critic_with_penalty(D, buffer, torch.Generator().manual_seed(1), room=True)
+    torch.testing.assert_close(out_room, out)
+    torch.testing.assert_close(gp_room, gp)
+
+
 @pytest.mark.parametrize("dims", [[12], [16, 8], [16, 8, 6]])
 def test_critic_with_penalty_matches_autograds_double_backward(dims):
     """CriticWithPenalty (the D phase's logits and closed-form gradient penalty in one Function)
@@ -324,18 +380,19 @@ def spy_on_steps(model: TabularGAN, steps: int) -> dict[str, list]:
     fam = tr.family
     seen: dict[str, list] = {"g_calls": [], "g_rows": [], "d_inputs": [], "cached_c": []}
     hook = tr.G.register_forward_hook(lambda m, i, o: seen["g_calls"].append(i[0].shape[0]))
-    activate, d_inputs = fam.layout.activate, fam.d_inputs
+    activate, d_rows = fam.layout.activate, fam.d_rows
 
     def spy_activate(raw, tau, gen):
         out = activate(raw, tau, gen)
         seen["g_rows"].append(out.detach())
         return out
 
-    def spy_d_inputs(G, batch, gen):
-        seen["d_inputs"].append(d_inputs(G, batch, gen))
-        return seen["d_inputs"][-1]
+    def spy_d_rows(G, batch, gen):  # what D judges: (real rows (+) their c, generated rows (+) theirs)
+        real, c_real, fake, c = rows = d_rows(G, batch, gen)
+        seen["d_inputs"].append((fam.with_cond(real, c_real), fam.with_cond(fake, c)))
+        return rows
 
-    fam.layout.activate, fam.d_inputs = spy_activate, spy_d_inputs
+    fam.layout.activate, fam.d_rows = spy_activate, spy_d_rows
     for _ in range(steps):
         tr.train_step()
         seen["cached_c"].append(fam.cached_fakes.get("c"))
