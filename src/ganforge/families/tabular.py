@@ -13,11 +13,12 @@
   cross-entropy between the chosen category and G's logits for that column (Eq. in Sec. 4.3).
 
 Speed, with the same model and the same distributions as the paper's: all spans are activated at
-once (one softmax over a padded grid of spans, no Python loop over columns); G adds z (+) c's
-share of every layer from one product per layer instead of concatenating z (+) c into each
-layer's input (so backward never computes the gradient of the noise); the critic scores real and
-fake packs in one pass, with the gradient penalty of the plain MLP critic in closed form and
-both terms' weight gradients from shared products (:class:`CriticWithPenalty`).
+once (one softmax over a padded grid of spans, no Python loop over columns); G trains over one
+buffer of its layers' outputs, each layer reading a suffix of it, with a written-out backward that
+never computes the gradient of the noise (:class:`GeneratorPass`); the critic scores real and
+fake packs in one pass, written straight into its buffer (:func:`pack_rows`), with the gradient
+penalty of the plain MLP critic in closed form and both terms' weight gradients from shared
+products (:class:`CriticWithPenalty`).
 
 Differential privacy (``net.dp_noise_multiplier`` > 0): DP-SGD on the critic (Abadi et al. 2016,
 Alg. 1) with a pack as the unit. Each step draws `batch_size` rows uniformly without replacement
@@ -187,7 +188,7 @@ class ResidualGenerator(nn.Module):
             self.training
             and torch.is_grad_enabled()
             and zc.shape[0] > 1  # BatchNorm's error for one row in training comes from the split path
-            and not torch.is_autocast_enabled(zc.device.type)
+            and not autocast_enabled(zc.device.type)
             and all(b.bn.affine and b.bn.track_running_stats for b in blocks)
         ):
             return GeneratorPass.apply(zc, blocks, *params)
@@ -203,6 +204,14 @@ class ResidualGenerator(nn.Module):
         W, b = params[-2], params[-1]
         out = F.linear(zc, W[:, -k:], b)
         return out if h is None else torch.addmm(out, h, W[:, :-k].t())  # (B, D) raw, as seq(zc)
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for `device_type` (torch 2.4's signature, or the older per-device calls)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 class GeneratorPass(torch.autograd.Function):
