@@ -15,8 +15,9 @@ Set up its environment once (ctgan pins its own pandas, so it lives apart from t
 
     python3 -m venv .venv-bench
     .venv-bench/bin/pip install 'torch==2.13.0' -r benchmarks/requirements-tabular.txt -e .
-    .venv-bench/bin/python benchmarks/bench_tabular.py --repeats 5 --extra fresh --dp-epsilons ''   # as recorded (~20 min)
-    .venv-bench/bin/python benchmarks/bench_tabular.py --repeats 1 --dp-epsilons 1,10   # the private row
+    .venv-bench/bin/python benchmarks/bench_tabular.py --repeats 5   # as recorded, private rows included (~18 min)
+    .venv-bench/bin/python benchmarks/bench_tabular.py --tables fair --repeats 5 --dp-epsilons ''   # fair again (~5 min)
+    .venv-bench/bin/python benchmarks/bench_tabular.py --repeats 5 --extra fresh   # with CTGAN's step order too
     .venv-bench/bin/python benchmarks/bench_tabular.py --tables fair --epochs 5 --repeats 1   # quick look
 
 Each table runs `--repeats` rounds (default 3, seeds seed..seed+2) in alternating order, so that
