@@ -48,6 +48,12 @@ class LossConfig:
 LR_DECAYS = ("none", "linear", "cosine")  # train.lr_decay: learning-rate schedules
 
 
+def check_lr_decay(value: str, name: str) -> None:
+    """One line naming the schedules when `value` is not one of LR_DECAYS."""
+    if value not in LR_DECAYS:
+        raise ConfigError(f"{name} must be {', '.join(LR_DECAYS[:-1])} or {LR_DECAYS[-1]}, got {value!r}")
+
+
 @dataclass
 class TrainConfig:
     steps: int = 2000  # generator steps in total (a resumed run continues up to this)
@@ -82,10 +88,7 @@ class TrainConfig:
         for key in ("g_lr", "d_lr"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
-        if self.lr_decay not in LR_DECAYS:
-            raise ConfigError(
-                f"train.lr_decay must be {', '.join(LR_DECAYS[:-1])} or {LR_DECAYS[-1]}, got {self.lr_decay!r}"
-            )
+        check_lr_decay(self.lr_decay, "train.lr_decay")
         if self.amp not in ("off", "bf16", "fp16"):
             raise ConfigError(f"train.amp must be off, bf16 or fp16, got {self.amp!r}")
         if self.amp == "fp16" and self.device == "cpu":

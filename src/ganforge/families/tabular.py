@@ -646,27 +646,24 @@ class Tabular(Family):
             return super().d_loss(G, D, batch, gen)
         masks: list[Tensor] = []
         gp: Tensor | None = None
-        if self.net.d_dims and not self.stab.instance_noise:  # D sees the rows as they are
-            real, c_real, fake, c = self.d_rows(G, batch, gen)
-            room = self.loss.gradient_penalty  # the penalty's rows after the packs
-            packs = pack_rows([(real, c_real), (fake, c)], D.pac, room=real.shape[0] // D.pac if room else 0)
-            P = 2 * real.shape[0] // D.pac  # real packs, then fake packs
-            masks = self.critic_masks(D, P, packs)
-            if room:
+        if self.net.d_dims:  # real packs, then fake packs, written into one buffer
+            if self.stab.instance_noise:  # D sees the rows (+) their c with noise added
+                real_in, fake_in = self.d_inputs(G, batch, gen)
+                parts = [(real_in, None), (fake_in, None)]
+            else:
+                real, c_real, fake, c = self.d_rows(G, batch, gen)
+                parts = [(real, c_real), (fake, c)]
+            rows = parts[0][0].shape[0]
+            room = rows // D.pac if self.loss.gradient_penalty else 0  # the penalty's rows
+            packs = pack_rows(parts, D.pac, room=room)
+            masks = self.critic_masks(D, 2 * rows // D.pac, packs)
+            if self.loss.gradient_penalty:
                 out, gp = critic_with_penalty(D, packs, gen, masks, room=True)
             else:
                 out = critic_forward(D, packs, masks or None)
         else:
             real_in, fake_in = self.d_inputs(G, batch, gen)
-            if self.net.d_dims:
-                packs = D.pack(torch.cat([real_in, fake_in]))
-                masks = self.critic_masks(D, packs.shape[0], packs)
-                if self.loss.gradient_penalty:
-                    out, gp = critic_with_penalty(D, packs, gen, masks)
-                else:
-                    out = critic_forward(D, packs, masks or None)
-            else:
-                out = D(torch.cat([real_in, fake_in]))
+            out = D(torch.cat([real_in, fake_in]))
         real_out, fake_out = out.chunk(2)
         loss = self.loss.d_loss(real_out, fake_out, **self.smoothing())
         stats: Stats = {"Loss/D": loss.detach()}

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..config import LR_DECAYS
+from ..config import check_lr_decay
 from ..engine import Callback, Trainer
 from ..engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint, sha256_file
 from ..errors import CheckpointError, ConfigError, DataError, GanforgeError, suggest
@@ -134,10 +134,7 @@ class TabularGAN:
                 raise ConfigError(f"{name} must be a positive finite number, got {value}")
         if not 0 <= ema_decay < 1:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {ema_decay}")
-        if lr_decay not in LR_DECAYS:
-            raise ConfigError(
-                f"lr_decay must be {', '.join(LR_DECAYS[:-1])} or {LR_DECAYS[-1]}, got {lr_decay!r}"
-            )
+        check_lr_decay(lr_decay, "lr_decay")
         self.params: dict[str, Any] = {
             "epochs": epochs,
             "batch_size": batch_size,
